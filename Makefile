@@ -1,0 +1,52 @@
+# One command per job. `make help` lists them.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+GO        ?= go
+WASM      := build/filter.wasm
+SDKABI    := filter/_sdkabi/build.sh
+FUZZTIME  ?= 30s
+# Go sources that go into the module (any change rebuilds it).
+FILTER_SRC := $(shell find filter messages -name '*.go' -not -name '*_test.go') filter/_sdkabi/build.sh go.mod go.sum
+
+.PHONY: help build build-tinygo test unit vet fuzz run run-envoy bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+build: $(WASM) ## build build/filter.wasm with upstream Go (GOOS=wasip1, c-shared)
+
+$(WASM): $(FILTER_SRC)
+	$(SDKABI) -o $@ -tags proxywasm_lean ./filter
+
+build-tinygo: ## build build/filter-tinygo.wasm with TinyGo (not tested here: TinyGo is not installable)
+	tinygo build -o build/filter-tinygo.wasm -scheduler=none -target=wasi ./filter
+
+test: vet build ## vet, build the module, run every test (unit, fuzz seeds, e2e on the compiled module)
+	$(GO) test -count=1 ./...
+	cd messages && $(GO) test -count=1 ./...
+
+vet: ## gofmt and go vet, both modules
+	@out="$$(gofmt -l $$(git ls-files -co --exclude-standard '*.go'))"; \
+	  if [[ -n "$$out" ]]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	cd messages && $(GO) vet ./...
+	GOOS=wasip1 GOARCH=wasm $(GO) vet ./filter/...
+
+fuzz: ## run each fuzz target for FUZZTIME (default 30s)
+	cd messages && $(GO) test -run='^$$' -fuzz='^FuzzAppendJSON$$' -fuzztime=$(FUZZTIME) .
+	cd messages && $(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) .
+	$(GO) test -run='^$$' -fuzz='^FuzzAppendAuthority$$' -fuzztime=$(FUZZTIME) ./filter/key
+
+run: build ## serve localhost:10000 through the compiled filter; flushes print as JSON lines
+	$(GO) run ./e2e/cmd/reqcount-run -wasm $(WASM) $(RUNFLAGS)
+
+run-envoy: build ## the same with a real Envoy (>= 1.33) on PATH
+	envoy/run-envoy.sh
+
+bench: ## benchmark the filter against floor plugins; writes bench/RESULTS.md
+	$(GO) run ./bench/cmd/reqcount-bench
+
+clean: ## remove build outputs
+	rm -rf build

@@ -1,0 +1,361 @@
+// Package config parses and validates the filter's configuration: the JSON an Envoy
+// filter carries in its `configuration` field (Istio: the WasmPlugin's pluginConfig).
+//
+// Parsing is a plain function from bytes to a Config, with no SDK import, so it is
+// tested directly and reused by the tests that check the example Envoy configs.
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/reqcount/reqcount/messages"
+)
+
+// Mode says how counts are put on the wire.
+type Mode uint8
+
+const (
+	// ModeSingle sends one POST per key, its body one RequestCount object: what the
+	// operator's /informer/incoming-request reads. The default.
+	ModeSingle Mode = iota
+	// ModeBatch sends one POST per flush, its body a JSON array of RequestCount.
+	ModeBatch
+)
+
+// String returns the configuration spelling of m.
+func (m Mode) String() string {
+	if m == ModeBatch {
+		return "batch"
+	}
+	return "single"
+}
+
+// KeySource says where a request's (service, namespace) comes from.
+type KeySource uint8
+
+const (
+	// KeySourceAuthority parses the :authority (Host) header: svc, svc.ns, svc.ns.svc,
+	// svc.ns.svc.<cluster_domain>, any of them with a port. The default.
+	KeySourceAuthority KeySource = iota
+	// KeySourceHeader reads the service and namespace from two request headers.
+	KeySourceHeader
+	// KeySourceStatic counts every request for one configured key and reads no header.
+	KeySourceStatic
+)
+
+// String returns the configuration spelling of k.
+func (k KeySource) String() string {
+	switch k {
+	case KeySourceHeader:
+		return "header"
+	case KeySourceStatic:
+		return "static"
+	}
+	return "authority"
+}
+
+// Defaults for optional fields.
+const (
+	DefaultPath             = "/informer/incoming-request"
+	DefaultFlushInterval    = time.Second
+	DefaultTimeout          = 2 * time.Second
+	DefaultServiceHeader    = "x-service"
+	DefaultNamespaceHeader  = "x-namespace"
+	DefaultDefaultNamespace = "default"
+	DefaultClusterDomain    = "cluster.local"
+	DefaultMaxKeys          = 10000
+
+	// MaxMaxKeys bounds max_keys so that a typo cannot ask a worker for gigabytes.
+	MaxMaxKeys = 1 << 20
+	// MaxConfigSize bounds the configuration document.
+	MaxConfigSize = 64 << 10
+)
+
+// Config is a validated filter configuration. Build one with Parse; the zero value
+// is not valid.
+type Config struct {
+	// Cluster is the Envoy cluster that receives flushes. Required.
+	Cluster string
+	// Authority is the :authority of flush calls. Defaults to Cluster.
+	Authority string
+	// Path is the :path of flush calls. Defaults to DefaultPath.
+	Path string
+	// Mode is single (default) or batch.
+	Mode Mode
+	// FlushInterval is the tick period: how often counts are sent. Defaults to 1s;
+	// whole milliseconds, at least 1ms.
+	FlushInterval time.Duration
+	// Timeout bounds each flush call. Defaults to 2s; whole milliseconds, at least 1ms.
+	Timeout time.Duration
+	// KeySource is where the (service, namespace) of a request comes from.
+	KeySource KeySource
+	// ServiceHeader and NamespaceHeader name the request headers read when KeySource
+	// is KeySourceHeader. Default x-service and x-namespace. Lower-case.
+	ServiceHeader, NamespaceHeader string
+	// Service and Namespace are the key counted for every request when KeySource is
+	// KeySourceStatic.
+	Service, Namespace string
+	// DefaultNamespace is the namespace of a bare service name in an authority, or
+	// of a request with no namespace header. Defaults to "default".
+	DefaultNamespace string
+	// ClusterDomain is the cluster's DNS suffix accepted after svc.ns.svc in an
+	// authority. Defaults to "cluster.local".
+	ClusterDomain string
+	// MaxKeys is the most distinct (service, namespace) keys a worker holds.
+	// Defaults to 10000; at most MaxMaxKeys.
+	MaxKeys int
+}
+
+// Error is a configuration that was refused. Field is the JSON field at fault, or
+// empty when the document as a whole is.
+type Error struct {
+	Field  string
+	Reason string
+}
+
+// Error returns a one-line message naming the field and why it was refused.
+func (e *Error) Error() string {
+	if e.Field == "" {
+		return "configuration: " + e.Reason
+	}
+	return fmt.Sprintf("configuration: field %q: %s", e.Field, e.Reason)
+}
+
+func fieldErr(field, format string, args ...any) *Error {
+	return &Error{Field: field, Reason: fmt.Sprintf(format, args...)}
+}
+
+// document is the JSON shape. Pointers tell "absent" from "empty".
+type document struct {
+	Cluster          *string `json:"cluster"`
+	Authority        *string `json:"authority"`
+	Path             *string `json:"path"`
+	Mode             *string `json:"mode"`
+	FlushInterval    *string `json:"flush_interval"`
+	Timeout          *string `json:"timeout"`
+	KeySource        *string `json:"key_source"`
+	ServiceHeader    *string `json:"service_header"`
+	NamespaceHeader  *string `json:"namespace_header"`
+	Service          *string `json:"service"`
+	Namespace        *string `json:"namespace"`
+	DefaultNamespace *string `json:"default_namespace"`
+	ClusterDomain    *string `json:"cluster_domain"`
+	MaxKeys          *int64  `json:"max_keys"`
+}
+
+// Parse reads a JSON configuration document, applies defaults and validates every
+// field. The error, an *Error, names the field at fault and why.
+func Parse(data []byte) (Config, error) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return Config{}, &Error{Reason: `empty configuration: at least {"cluster": "<envoy cluster>"} is required`}
+	}
+	if len(data) > MaxConfigSize {
+		return Config{}, &Error{Reason: fmt.Sprintf("configuration is %d bytes, more than the %d allowed", len(data), MaxConfigSize)}
+	}
+	var doc document
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&doc); err != nil {
+		return Config{}, decodeError(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return Config{}, &Error{Reason: "unexpected data after the JSON object"}
+	}
+	return doc.validate()
+}
+
+// decodeError turns encoding/json's errors into ones that name the field.
+func decodeError(err error) error {
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) {
+		if typeErr.Field == "" {
+			return &Error{Reason: fmt.Sprintf("must be a JSON object, not %s", typeErr.Value)}
+		}
+		want := "a string"
+		if typeErr.Field == "max_keys" {
+			want = "a whole number"
+		}
+		return fieldErr(typeErr.Field, "must be %s, not %s", want, typeErr.Value)
+	}
+	var syntaxErr *json.SyntaxError
+	if errors.As(err, &syntaxErr) {
+		return &Error{Reason: fmt.Sprintf("not valid JSON at byte %d: %v", syntaxErr.Offset, syntaxErr)}
+	}
+	if msg := err.Error(); strings.HasPrefix(msg, "json: unknown field ") {
+		name := strings.Trim(strings.TrimPrefix(msg, "json: unknown field "), `"`)
+		return fieldErr(name, "unknown field (known: cluster, authority, path, mode, flush_interval, timeout, key_source, "+
+			"service_header, namespace_header, service, namespace, default_namespace, cluster_domain, max_keys)")
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return &Error{Reason: "not valid JSON: unexpected end of input"}
+	}
+	return &Error{Reason: "not valid JSON: " + err.Error()}
+}
+
+func str(p *string, def string) string {
+	if p == nil {
+		return def
+	}
+	return *p
+}
+
+func (d *document) validate() (Config, error) {
+	c := Config{
+		Cluster:          str(d.Cluster, ""),
+		Path:             str(d.Path, DefaultPath),
+		ServiceHeader:    str(d.ServiceHeader, DefaultServiceHeader),
+		NamespaceHeader:  str(d.NamespaceHeader, DefaultNamespaceHeader),
+		Service:          str(d.Service, ""),
+		Namespace:        str(d.Namespace, ""),
+		DefaultNamespace: str(d.DefaultNamespace, DefaultDefaultNamespace),
+		ClusterDomain:    strings.TrimSuffix(strings.ToLower(str(d.ClusterDomain, DefaultClusterDomain)), "."),
+		MaxKeys:          DefaultMaxKeys,
+	}
+	if c.Cluster == "" {
+		return Config{}, fieldErr("cluster", "required: the Envoy cluster that receives flushes")
+	}
+	if !printable(c.Cluster) {
+		return Config{}, fieldErr("cluster", "%q has spaces or control characters", c.Cluster)
+	}
+	c.Authority = str(d.Authority, c.Cluster)
+	if c.Authority == "" || !printable(c.Authority) {
+		return Config{}, fieldErr("authority", "%q is not a usable :authority", c.Authority)
+	}
+	if !strings.HasPrefix(c.Path, "/") || !printable(c.Path) {
+		return Config{}, fieldErr("path", "%q must start with '/' and have no spaces or control characters", c.Path)
+	}
+
+	switch m := str(d.Mode, "single"); m {
+	case "single":
+		c.Mode = ModeSingle
+	case "batch":
+		c.Mode = ModeBatch
+	default:
+		return Config{}, fieldErr("mode", "%q is not a mode: use \"single\" or \"batch\"", m)
+	}
+
+	var err error
+	if c.FlushInterval, err = millis("flush_interval", d.FlushInterval, DefaultFlushInterval); err != nil {
+		return Config{}, err
+	}
+	if c.Timeout, err = millis("timeout", d.Timeout, DefaultTimeout); err != nil {
+		return Config{}, err
+	}
+
+	switch ks := str(d.KeySource, "authority"); ks {
+	case "authority":
+		c.KeySource = KeySourceAuthority
+	case "header":
+		c.KeySource = KeySourceHeader
+	case "static":
+		c.KeySource = KeySourceStatic
+	default:
+		return Config{}, fieldErr("key_source", "%q is not a key source: use \"authority\", \"header\" or \"static\"", ks)
+	}
+
+	for _, h := range []struct{ field, value string }{
+		{"service_header", c.ServiceHeader}, {"namespace_header", c.NamespaceHeader},
+	} {
+		if !isHeaderName(h.value) {
+			return Config{}, fieldErr(h.field, "%q is not a lower-case HTTP header name", h.value)
+		}
+	}
+	if !messages.IsDNS1123Label(c.DefaultNamespace) {
+		return Config{}, fieldErr("default_namespace", "%q is not a DNS-1123 label (lower-case alphanumerics and '-', at most 63 characters)", c.DefaultNamespace)
+	}
+	if !isDomain(c.ClusterDomain) {
+		return Config{}, fieldErr("cluster_domain", "%q is not a DNS domain of DNS-1123 labels", str(d.ClusterDomain, ""))
+	}
+
+	if c.KeySource == KeySourceStatic {
+		for _, f := range []struct{ field, value string }{{"service", c.Service}, {"namespace", c.Namespace}} {
+			if f.value == "" {
+				return Config{}, fieldErr(f.field, "required when key_source is \"static\"")
+			}
+			if !messages.IsDNS1123Label(f.value) {
+				return Config{}, fieldErr(f.field, "%q is not a DNS-1123 label (lower-case alphanumerics and '-', at most 63 characters)", f.value)
+			}
+		}
+	} else if c.Service != "" || c.Namespace != "" {
+		field := "service"
+		if c.Service == "" {
+			field = "namespace"
+		}
+		return Config{}, fieldErr(field, "only used with key_source \"static\" (key_source is %q)", c.KeySource)
+	}
+
+	if d.MaxKeys != nil {
+		if *d.MaxKeys < 1 || *d.MaxKeys > MaxMaxKeys {
+			return Config{}, fieldErr("max_keys", "%d is out of range: must be from 1 to %d", *d.MaxKeys, MaxMaxKeys)
+		}
+		c.MaxKeys = int(*d.MaxKeys)
+	}
+	return c, nil
+}
+
+// millis parses a positive Go duration in whole milliseconds, the unit Envoy's tick
+// period and call timeout take.
+func millis(field string, p *string, def time.Duration) (time.Duration, error) {
+	if p == nil {
+		return def, nil
+	}
+	d, err := time.ParseDuration(*p)
+	if err != nil {
+		return 0, fieldErr(field, "%q is not a Go duration such as \"500ms\" or \"2s\"", *p)
+	}
+	if d <= 0 {
+		return 0, fieldErr(field, "%q must be positive", *p)
+	}
+	if d%time.Millisecond != 0 {
+		return 0, fieldErr(field, "%q must be a whole number of milliseconds", *p)
+	}
+	if d/time.Millisecond > math.MaxUint32 {
+		return 0, fieldErr(field, "%q is too long", *p)
+	}
+	return d, nil
+}
+
+func printable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// isHeaderName reports whether s is a lower-case HTTP/2 header field name (RFC 9110 token).
+func isHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func isDomain(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(s, ".") {
+		if !messages.IsDNS1123Label(label) {
+			return false
+		}
+	}
+	return true
+}

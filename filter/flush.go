@@ -1,0 +1,99 @@
+package main
+
+import (
+	"strconv"
+
+	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm"
+
+	"github.com/reqcount/reqcount/filter/flush"
+)
+
+// OnTick is the flush path: push the metrics, then send the counts.
+func (p *pluginContext) OnTick() {
+	if !p.started || p.draining {
+		return
+	}
+	before := p.flusher.Stats()
+	p.flusher.Tick()
+	after := p.flusher.Stats()
+	if n := after.DispatchErrors - before.DispatchErrors; n > 0 {
+		proxywasm.LogWarnf("reqcount: could not start a call to cluster %q: %v (counts kept for the next tick)",
+			p.cfg.Cluster, after.LastDispatchError)
+	}
+	if n := after.CallsAbandoned - before.CallsAbandoned; n > 0 {
+		proxywasm.LogWarnf("reqcount: %d calls to cluster %q had no answer after %d ticks; their counts go out again",
+			n, p.cfg.Cluster, abandonAfter(p.cfg))
+	}
+	p.pushMetrics()
+}
+
+// dispatch sends one flush body; the answer comes to onResponse.
+func (p *pluginContext) dispatch(body []byte, id uint64) error {
+	_, err := proxywasm.DispatchHttpCall(p.cfg.Cluster, p.callHdrs, body, nil,
+		uint32(p.cfg.Timeout.Milliseconds()), func(numHeaders, _, _ int) { p.onResponse(id, numHeaders) })
+	return err
+}
+
+// onResponse settles a call: only a 2xx :status means delivered. Envoy reports a
+// reset or failed call with zero headers, and a timeout or connect failure as a
+// 504 or 503 of its own.
+func (p *pluginContext) onResponse(id uint64, numHeaders int) {
+	outcome, status := flush.Reset, 0
+	if numHeaders > 0 {
+		outcome = flush.Rejected
+		if hs, err := proxywasm.GetHttpCallResponseHeaders(); err == nil {
+			status = statusOf(hs)
+			if status >= 200 && status < 300 {
+				outcome = flush.Delivered
+			}
+		}
+	}
+	p.flusher.Done(id, outcome, status)
+	switch outcome {
+	case flush.Reset:
+		proxywasm.LogWarnf("reqcount: call to cluster %q was reset; its counts go out again", p.cfg.Cluster)
+	case flush.Rejected:
+		proxywasm.LogWarnf("reqcount: cluster %q answered :status %d; the counts go out again", p.cfg.Cluster, status)
+	}
+	if p.draining && p.flusher.InFlight() == 0 {
+		p.reportShutdown()
+		proxywasm.PluginDone()
+	}
+}
+
+// statusOf returns the :status of a response, or 0 if it has none that parses.
+func statusOf(headers [][2]string) int {
+	for _, h := range headers {
+		if h[0] == ":status" {
+			if n, err := strconv.Atoi(h[1]); err == nil {
+				return n
+			}
+			return 0
+		}
+	}
+	return 0
+}
+
+// OnPluginDone is called when Envoy removes the plugin (reconfiguration, drain).
+// It sends the counts one last time and, while calls are in flight, asks Envoy to
+// wait (returns false): their answers still arrive, and the last one tells Envoy
+// to go on (proxy_done).
+func (p *pluginContext) OnPluginDone() bool {
+	if !p.started || p.draining {
+		return true
+	}
+	p.draining = true
+	if p.flusher.Drain() > 0 {
+		return false
+	}
+	p.reportShutdown()
+	return true
+}
+
+// reportShutdown pushes the metrics a last time and logs what could not be delivered.
+func (p *pluginContext) reportShutdown() {
+	p.pushMetrics()
+	if lost := p.flusher.Pending(); lost > 0 {
+		proxywasm.LogWarnf("reqcount: shutting down with %d counted requests not delivered to cluster %q", lost, p.cfg.Cluster)
+	}
+}

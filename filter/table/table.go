@@ -1,0 +1,111 @@
+// Package table holds one worker's request counts: a bounded map from key to the
+// counts not yet sent (Pending) and the counts sent but not yet answered (InFlight).
+//
+// Envoy runs one VM per worker thread and calls it from that thread only, so a Table
+// is not safe for concurrent use and needs no locks.
+package table
+
+import "github.com/reqcount/reqcount/filter/key"
+
+// Entry is one key's counts.
+type Entry struct {
+	// Key is "svc.ns", as written by package key.
+	Key string
+	// Pending is the number of requests counted and not yet sent.
+	Pending uint64
+	// InFlight is the number of requests sent in a call that has not been answered
+	// yet. While it is above zero the key is not sent again.
+	InFlight uint64
+}
+
+// Service returns the service part of the key.
+func (e *Entry) Service() string { s, _ := key.Split(e.Key); return s }
+
+// Namespace returns the namespace part of the key.
+func (e *Entry) Namespace() string { _, ns := key.Split(e.Key); return ns }
+
+// Slot names an entry for as long as it is in the table.
+type Slot int32
+
+// Table is a bounded set of entries. The zero value is not useful: use New.
+type Table struct {
+	index   map[string]Slot
+	entries []Entry
+	live    []bool
+	free    []Slot
+	max     int
+}
+
+// New returns a Table that holds at most max keys.
+func New(max int) *Table {
+	hint := max
+	if hint > 1024 {
+		hint = 1024
+	}
+	return &Table{index: make(map[string]Slot, hint), max: max}
+}
+
+// Add counts n requests for k. It returns false, counting nothing, when k is not in
+// the table and the table is full. For a key already held it allocates nothing.
+func (t *Table) Add(k []byte, n uint64) bool {
+	if s, ok := t.index[string(k)]; ok { // no allocation: the compiler borrows k
+		t.entries[s].Pending += n
+		return true
+	}
+	if len(t.index) >= t.max {
+		return false
+	}
+	var s Slot
+	if last := len(t.free) - 1; last >= 0 {
+		s = t.free[last]
+		t.free = t.free[:last]
+	} else {
+		s = Slot(len(t.entries))
+		t.entries = append(t.entries, Entry{})
+		t.live = append(t.live, false)
+	}
+	ks := string(k)
+	t.entries[s] = Entry{Key: ks, Pending: n}
+	t.live[s] = true
+	t.index[ks] = s
+	return true
+}
+
+// Len returns the number of keys held.
+func (t *Table) Len() int { return len(t.index) }
+
+// Max returns the most keys the table holds.
+func (t *Table) Max() int { return t.max }
+
+// At returns the entry in slot s. The pointer is valid until the entry is removed.
+func (t *Table) At(s Slot) *Entry { return &t.entries[s] }
+
+// Each calls fn for every entry held, in slot order.
+func (t *Table) Each(fn func(Slot, *Entry)) {
+	for i := range t.entries {
+		if t.live[i] {
+			fn(Slot(i), &t.entries[i])
+		}
+	}
+}
+
+// Lookup returns the slot of k, if held.
+func (t *Table) Lookup(k string) (Slot, bool) {
+	s, ok := t.index[k]
+	return s, ok
+}
+
+// Remove drops the entry in slot s and returns how many requests it still held
+// (Pending plus InFlight), so that a caller never drops counts unknowingly.
+func (t *Table) Remove(s Slot) uint64 {
+	if int(s) >= len(t.entries) || !t.live[s] {
+		return 0
+	}
+	e := &t.entries[s]
+	held := e.Pending + e.InFlight
+	delete(t.index, e.Key)
+	*e = Entry{}
+	t.live[s] = false
+	t.free = append(t.free, s)
+	return held
+}

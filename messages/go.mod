@@ -1,0 +1,3 @@
+module github.com/reqcount/reqcount/messages
+
+go 1.22
