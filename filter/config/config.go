@@ -159,6 +159,9 @@ func Parse(data []byte) (Config, error) {
 	if len(data) > MaxConfigSize {
 		return Config{}, &Error{Reason: fmt.Sprintf("configuration is %d bytes, more than the %d allowed", len(data), MaxConfigSize)}
 	}
+	if err := checkFieldNames(data); err != nil {
+		return Config{}, err
+	}
 	var doc document
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
@@ -169,6 +172,52 @@ func Parse(data []byte) (Config, error) {
 		return Config{}, &Error{Reason: "unexpected data after the JSON object"}
 	}
 	return doc.validate()
+}
+
+// fieldNames are the configuration's fields, spelled exactly.
+var fieldNames = map[string]bool{
+	"cluster": true, "authority": true, "path": true, "mode": true, "flush_interval": true, "timeout": true,
+	"key_source": true, "service_header": true, "namespace_header": true, "service": true, "namespace": true,
+	"default_namespace": true, "cluster_domain": true, "max_keys": true,
+}
+
+// checkFieldNames refuses a field whose name is not spelled exactly as documented
+// (encoding/json would match "Cluster" to "cluster") and a field given twice. A
+// document that is not a JSON object is left for the full decode to describe.
+func checkFieldNames(data []byte) error {
+	var raw map[string]json.RawMessage
+	if json.Unmarshal(data, &raw) != nil {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if _, err := dec.Token(); err != nil { // {
+		return nil
+	}
+	seen := make(map[string]bool, len(raw))
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil
+		}
+		name, _ := tok.(string)
+		if !fieldNames[name] {
+			return unknownField(name)
+		}
+		if seen[name] {
+			return fieldErr(name, "given more than once")
+		}
+		seen[name] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return nil
+		}
+	}
+	return nil
+}
+
+func unknownField(name string) *Error {
+	return fieldErr(name, "unknown field (known: cluster, authority, path, mode, flush_interval, timeout, key_source, "+
+		"service_header, namespace_header, service, namespace, default_namespace, cluster_domain, max_keys)")
 }
 
 // decodeError turns encoding/json's errors into ones that name the field.
@@ -189,9 +238,7 @@ func decodeError(err error) error {
 		return &Error{Reason: fmt.Sprintf("not valid JSON at byte %d: %v", syntaxErr.Offset, syntaxErr)}
 	}
 	if msg := err.Error(); strings.HasPrefix(msg, "json: unknown field ") {
-		name := strings.Trim(strings.TrimPrefix(msg, "json: unknown field "), `"`)
-		return fieldErr(name, "unknown field (known: cluster, authority, path, mode, flush_interval, timeout, key_source, "+
-			"service_header, namespace_header, service, namespace, default_namespace, cluster_domain, max_keys)")
+		return unknownField(strings.Trim(strings.TrimPrefix(msg, "json: unknown field "), `"`))
 	}
 	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
 		return &Error{Reason: "not valid JSON: unexpected end of input"}
@@ -222,14 +269,14 @@ func (d *document) validate() (Config, error) {
 		return Config{}, fieldErr("cluster", "required: the Envoy cluster that receives flushes")
 	}
 	if !printable(c.Cluster) {
-		return Config{}, fieldErr("cluster", "%q has spaces or control characters", c.Cluster)
+		return Config{}, fieldErr("cluster", "%q has spaces, control or non-ASCII characters", c.Cluster)
 	}
 	c.Authority = str(d.Authority, c.Cluster)
 	if c.Authority == "" || !printable(c.Authority) {
 		return Config{}, fieldErr("authority", "%q is not a usable :authority", c.Authority)
 	}
 	if !strings.HasPrefix(c.Path, "/") || !printable(c.Path) {
-		return Config{}, fieldErr("path", "%q must start with '/' and have no spaces or control characters", c.Path)
+		return Config{}, fieldErr("path", "%q must start with '/' and have no spaces, control or non-ASCII characters", c.Path)
 	}
 
 	switch m := str(d.Mode, "single"); m {
@@ -322,9 +369,11 @@ func millis(field string, p *string, def time.Duration) (time.Duration, error) {
 	return d, nil
 }
 
+// printable reports whether s is visible ASCII: no spaces, controls or non-ASCII
+// bytes, which have no place in a cluster name, an authority or a path.
 func printable(s string) bool {
 	for i := 0; i < len(s); i++ {
-		if s[i] <= ' ' || s[i] == 0x7f {
+		if s[i] <= ' ' || s[i] >= 0x7f {
 			return false
 		}
 	}

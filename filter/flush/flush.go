@@ -146,6 +146,7 @@ func (f *Flusher) Flush() {
 			return
 		}
 		f.calls[id] = call{slot: s, tick: f.tick}
+		f.stats.CallsSent++
 		f.sent(e)
 	})
 }
@@ -174,13 +175,14 @@ func (f *Flusher) flushBatch() {
 	}
 	f.batchID = id
 	f.calls[id] = call{tick: f.tick}
+	f.stats.CallsSent++ // one call, however many keys it carries
 	for _, s := range f.batchSlots {
 		f.sent(f.t.At(s))
 	}
 }
 
+// sent moves an entry's counts into flight.
 func (f *Flusher) sent(e *table.Entry) {
-	f.stats.CallsSent++
 	f.stats.CountsSent += e.Pending
 	e.InFlight, e.Pending = e.Pending, 0
 }

@@ -39,9 +39,9 @@ func (r Reason) String() string {
 // MaxLen is the longest key Append* can write: two labels of 63 and a dot.
 const MaxLen = 63 + 1 + 63
 
-// maxHost bounds the host part of an authority (a DNS name is at most 253
-// characters; one trailing dot is allowed).
-const maxHost = 254
+// maxHost bounds the host part of an authority, trailing dot dropped: a DNS name
+// is at most 253 characters.
+const maxHost = 253
 
 // Parser turns an :authority or header values into a key. The zero value is not
 // useful: build one with NewParser.
@@ -74,11 +74,13 @@ func (p *Parser) AppendAuthority(dst []byte, authority string) ([]byte, Reason) 
 	svc, rest, hasNS := cut(host)
 	ns := p.defaultNamespace
 	if hasNS {
-		ns, rest, _ = cut(rest)
+		var more bool
+		ns, rest, more = cut(rest)
 		if rest != "" && !equalFold(rest, "svc") && !equalFold(rest, p.domainSuffix) {
 			return dst, BadShape
 		}
-		if ns == "" {
+		// more with nothing after it: "svc.ns..", a second trailing dot.
+		if ns == "" || (more && rest == "") {
 			return dst, BadShape
 		}
 	}
@@ -126,10 +128,13 @@ func hostOf(authority string) (string, Reason) {
 		port := authority[i+1:]
 		for j := 0; j < len(host); j++ {
 			if host[j] == ':' {
-				return "", IPLiteral // an unbracketed IPv6 address
+				if isIPv6ish(authority) {
+					return "", IPLiteral // an unbracketed IPv6 address
+				}
+				return "", BadShape
 			}
 		}
-		if port == "" || len(port) > 5 || !isDigits(port) {
+		if !isPort(port) {
 			return "", BadShape
 		}
 		break
@@ -206,9 +211,27 @@ func isNumeric(s string) bool {
 	return true
 }
 
-func isDigits(s string) bool {
+// isPort reports whether s is a TCP port number, 0 to 65535.
+func isPort(s string) bool {
+	if s == "" || len(s) > 5 {
+		return false
+	}
+	n := 0
 	for i := 0; i < len(s); i++ {
 		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+		n = n*10 + int(s[i]-'0')
+	}
+	return n <= 65535
+}
+
+// isIPv6ish reports whether s holds only what an IPv6 address (with an
+// IPv4 tail or a port) can: hex digits, colons and dots.
+func isIPv6ish(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i] | 0x20
+		if !(s[i] >= '0' && s[i] <= '9') && !(c >= 'a' && c <= 'f') && s[i] != ':' && s[i] != '.' {
 			return false
 		}
 	}

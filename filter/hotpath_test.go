@@ -1,0 +1,132 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/reqcount/reqcount/filter/config"
+	"github.com/reqcount/reqcount/filter/key"
+)
+
+// hotPathCase is one way a request reaches the counter, as OnHttpRequestHeaders
+// does it, minus the SDK's header read (a host call, which these tests avoid).
+type hotPathCase struct {
+	name   string
+	config string
+	// request counts one request the way the hot path does for this key_source.
+	request func(p *pluginContext)
+	// tally reads the counter the request must land in.
+	tally func(p *pluginContext) uint64
+	// key is the table key counted, "" when the request is not counted.
+	key string
+}
+
+func tallyCounted(p *pluginContext) uint64 { return p.tallies.counted }
+func tallyUncounted(r key.Reason) func(p *pluginContext) uint64 {
+	return func(p *pluginContext) uint64 { return p.tallies.uncounted[r] }
+}
+
+func viaAuthority(a string) func(p *pluginContext) {
+	return func(p *pluginContext) {
+		k, r := p.parser.AppendAuthority(p.keyBuf[:0], a)
+		p.count(k, r)
+	}
+}
+
+func viaHeaders(svc, ns string) func(p *pluginContext) {
+	return func(p *pluginContext) {
+		k, r := p.parser.AppendHeaders(p.keyBuf[:0], svc, ns)
+		p.count(k, r)
+	}
+}
+
+func viaStatic(p *pluginContext) { p.count(p.staticKey, key.OK) }
+
+var hotPathCases = []hotPathCase{
+	{"authority short", `{"cluster":"c"}`, viaAuthority("web.shop"), tallyCounted, "web.shop"},
+	{"authority bare", `{"cluster":"c"}`, viaAuthority("web"), tallyCounted, "web.default"},
+	{"authority FQDN", `{"cluster":"c"}`, viaAuthority("web.shop.svc.cluster.local:8080"), tallyCounted, "web.shop"},
+	{"authority upper case", `{"cluster":"c"}`, viaAuthority("WEB.Shop:80"), tallyCounted, "web.shop"},
+	{"authority rejected", `{"cluster":"c"}`, viaAuthority("10.0.0.1:8080"), tallyUncounted(key.IPLiteral), ""},
+	{"authority missing", `{"cluster":"c"}`, viaAuthority(""), tallyUncounted(key.Missing), ""},
+	{"header", `{"cluster":"c","key_source":"header"}`, viaHeaders("web", "shop"), tallyCounted, "web.shop"},
+	{"header default namespace", `{"cluster":"c","key_source":"header"}`, viaHeaders("web", ""), tallyCounted, "web.default"},
+	{"header bad label", `{"cluster":"c","key_source":"header"}`, viaHeaders("bad_name", "shop"), tallyUncounted(key.BadLabel), ""},
+	{"static", `{"cluster":"c","key_source":"static","service":"web","namespace":"shop"}`, viaStatic, tallyCounted, "web.shop"},
+}
+
+func startPlugin(t testing.TB, cfgJSON string) *pluginContext {
+	t.Helper()
+	cfg, err := config.Parse([]byte(cfgJSON))
+	if err != nil {
+		t.Fatalf("config %s: %v", cfgJSON, err)
+	}
+	p := &pluginContext{}
+	p.start(cfg)
+	return p
+}
+
+// TestHotPathDoesNotAllocate checks that counting a request for a key already
+// seen allocates nothing, for every key source; and that the requests measured
+// were really counted, so that the check cannot pass by counting nothing.
+func TestHotPathDoesNotAllocate(t *testing.T) {
+	for _, tc := range hotPathCases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := startPlugin(t, tc.config)
+			tc.request(p) // the first request of a key adds it to the table: that allocates
+			const runs = 1000
+			if n := testing.AllocsPerRun(runs, func() { tc.request(p) }); n != 0 {
+				t.Fatalf("%v allocations per request", n)
+			}
+			const want = 1 + 1 + runs // first request, AllocsPerRun's warm-up, the runs
+			if got := tc.tally(p); got != want {
+				t.Fatalf("tally %d, want %d", got, want)
+			}
+			if tc.key == "" {
+				if p.table.Len() != 0 || p.tallies.counted != 0 {
+					t.Fatalf("rejected request counted: %d keys, %d counted", p.table.Len(), p.tallies.counted)
+				}
+				return
+			}
+			s, ok := p.table.Lookup(tc.key)
+			if !ok || p.table.At(s).Pending != want || p.table.Len() != 1 {
+				t.Fatalf("table: %s found %v, %d keys", tc.key, ok, p.table.Len())
+			}
+		})
+	}
+}
+
+// TestHotPathOverflowDoesNotAllocate checks a full table refuses a new key
+// without allocating, and tallies it as overflow.
+func TestHotPathOverflowDoesNotAllocate(t *testing.T) {
+	p := startPlugin(t, `{"cluster":"c","max_keys":1}`)
+	viaAuthority("a.ns")(p)
+	other := viaAuthority("b.ns")
+	if n := testing.AllocsPerRun(1000, func() { other(p) }); n != 0 {
+		t.Fatalf("%v allocations per overflowing request", n)
+	}
+	if p.tallies.overflow != 1001 || p.tallies.counted != 1 || p.table.Len() != 1 {
+		t.Fatalf("tallies %+v, %d keys", p.tallies, p.table.Len())
+	}
+}
+
+func BenchmarkHotPath(b *testing.B) {
+	for _, bc := range []struct {
+		name    string
+		config  string
+		request func(p *pluginContext)
+	}{
+		{"authority short", `{"cluster":"c"}`, viaAuthority("web.shop")},
+		{"authority FQDN", `{"cluster":"c"}`, viaAuthority("web.shop.svc.cluster.local:8080")},
+		{"header", `{"cluster":"c","key_source":"header"}`, viaHeaders("web", "shop")},
+		{"static", `{"cluster":"c","key_source":"static","service":"web","namespace":"shop"}`, viaStatic},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			p := startPlugin(b, bc.config)
+			bc.request(p)
+			b.ReportAllocs()
+			for b.Loop() {
+				bc.request(p)
+			}
+		})
+	}
+}
