@@ -35,13 +35,17 @@ type nativeHost struct {
 	host     proxytest.HostEmulator
 	answered map[int]bool
 	logBuf   bytes.Buffer
+
+	headerReads int
 }
 
 func (h *nativeHost) Start(config string) error {
 	opt := proxytest.NewEmulatorOption().WithVMContext(&vmContext{}).WithPluginConfiguration([]byte(config))
 	log.SetOutput(&h.logBuf) // proxytest logs every callout through the log package
 	host, reset := proxytest.NewHostEmulator(opt)
-	h.t.Cleanup(func() { reset(); log.SetOutput(os.Stderr) })
+	read := getRequestHeader
+	getRequestHeader = func(name string) (string, error) { h.headerReads++; return read(name) }
+	h.t.Cleanup(func() { reset(); log.SetOutput(os.Stderr); getRequestHeader = read })
 	h.host, h.answered = host, map[int]bool{}
 	if st := host.StartVM(); st != types.OnVMStartStatusOK {
 		return errors.New("vm start failed")
@@ -132,4 +136,6 @@ func (h *nativeHost) Logs(level string) []string {
 	return nil
 }
 
-func (h *nativeHost) HeaderReads() (int, bool) { return 0, false }
+// HeaderReads counts the plugin's request-header reads through its
+// getRequestHeader seam: proxytest does not record them.
+func (h *nativeHost) HeaderReads() (int, bool) { return h.headerReads, true }

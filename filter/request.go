@@ -15,6 +15,10 @@ type httpContext struct {
 	plugin *pluginContext
 }
 
+// getRequestHeader reads one request header. It is a variable so that the native
+// tests can count the reads (proxytest cannot); the wasm host counts them itself.
+var getRequestHeader = proxywasm.GetHttpRequestHeader
+
 // tallies are the hot path's own counts, pushed to Envoy's counters on each tick.
 type tallies struct {
 	counted   uint64
@@ -32,14 +36,14 @@ func (h *httpContext) OnHttpRequestHeaders(int, bool) types.Action {
 	case config.KeySourceStatic:
 		k = p.staticKey // reads no header at all
 	case config.KeySourceHeader:
-		svc, _ := proxywasm.GetHttpRequestHeader(p.cfg.ServiceHeader)
+		svc, _ := getRequestHeader(p.cfg.ServiceHeader)
 		ns := ""
 		if svc != "" {
-			ns, _ = proxywasm.GetHttpRequestHeader(p.cfg.NamespaceHeader)
+			ns, _ = getRequestHeader(p.cfg.NamespaceHeader)
 		}
 		k, reason = p.parser.AppendHeaders(p.keyBuf[:0], svc, ns)
 	default:
-		authority, _ := proxywasm.GetHttpRequestHeader(":authority")
+		authority, _ := getRequestHeader(":authority")
 		k, reason = p.parser.AppendAuthority(p.keyBuf[:0], authority)
 	}
 	p.count(k, reason)

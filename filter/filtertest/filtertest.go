@@ -329,11 +329,16 @@ func keyScenarios() []Scenario {
 		}},
 		Scenario{Name: "key/header source", Run: func(t testing.TB, h Host) {
 			start(t, h, cfg(`"key_source":"header","service_header":"x-svc","namespace_header":"x-ns"`))
+			before, _ := h.HeaderReads()
 			h.Request([][2]string{{":authority", "ignored.here"}, {"x-svc", "web"}, {"x-ns", "shop"}})
 			h.Request([][2]string{{"x-svc", "web"}}) // default namespace
 			h.Request([][2]string{{"x-ns", "shop"}}) // no service: not counted
 			h.Request([][2]string{{"x-svc", "bad_name"}, {"x-ns", "shop"}})
 			h.Tick()
+			// Service then namespace, and no namespace read when the service is missing.
+			if after, _ := h.HeaderReads(); after-before != 7 {
+				t.Fatalf("header mode made %d header reads for 4 requests, want 7", after-before)
+			}
 			expectSent(t, h, msg(1, "web", "shop"), msg(1, "web", "default"))
 			expectCounter(t, h, MetricUncounted+"missing", 1)
 			expectCounter(t, h, MetricUncounted+"bad_label", 1)
@@ -341,6 +346,9 @@ func keyScenarios() []Scenario {
 		Scenario{Name: "key/static source reads no header", Run: func(t testing.TB, h Host) {
 			start(t, h, cfg(`"key_source":"static","service":"web","namespace":"shop"`))
 			before, observable := h.HeaderReads()
+			if !observable {
+				t.Fatal("the host cannot observe header reads")
+			}
 			for i := 0; i < 5; i++ {
 				h.Request([][2]string{{":authority", "other.ns"}, {"x-service", "x"}})
 			}
