@@ -1,0 +1,363 @@
+package envoy_test
+
+import (
+	"strings"
+	"testing"
+)
+
+// The checks must be able to fail: each case breaks a known-good document in one
+// way and expects the error that names that way. The documents live here, not in
+// envoy/, where TestExampleConfigs would (rightly) fail on them.
+
+const goodBootstrap = `
+admin:
+  address:
+    socket_address: { address: 127.0.0.1, port_value: 9901 }
+static_resources:
+  listeners:
+    - name: ingress
+      address:
+        socket_address: { address: 127.0.0.1, port_value: 10000 }
+      filter_chains:
+        - filters:
+            - name: envoy.filters.network.http_connection_manager
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                stat_prefix: ingress
+                route_config:
+                  virtual_hosts:
+                    - name: all
+                      domains: ["*"]
+                      routes:
+                        - match: { prefix: "/" }
+                          route: { cluster: backend }
+                http_filters:
+                  - name: envoy.filters.http.wasm
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+                      config:
+                        failure_policy: FAIL_OPEN
+                        vm_config:
+                          runtime: envoy.wasm.runtime.v8
+                          code: { local: { filename: build/filter.wasm } }
+                        configuration:
+                          "@type": type.googleapis.com/google.protobuf.StringValue
+                          value: '{"cluster": "operator", "mode": "single"}'
+                  - name: envoy.filters.http.router
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+    - name: backend
+      connect_timeout: 1s
+      load_assignment:
+        cluster_name: backend
+        endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 8080 } } } }] }]
+    - name: operator
+      type: STRICT_DNS
+      connect_timeout: 1s
+      load_assignment:
+        cluster_name: operator
+        endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 8013 } } } }] }]
+`
+
+const goodWasmPlugin = `
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata:
+  name: reqcount
+  namespace: shop
+spec:
+  url: oci://ghcr.io/example/reqcount:v1
+  phase: STATS
+  failStrategy: FAIL_OPEN
+  match:
+    - mode: CLIENT
+  pluginConfig:
+    cluster: "outbound|8013||elasti-operator-controller-service.elasti.svc.cluster.local"
+    authority: elasti-operator-controller-service.elasti.svc.cluster.local:8013
+    key_source: authority
+    default_namespace: shop
+`
+
+// edit is one textual change to a good document.
+type edit struct{ old, new string }
+
+// between returns the part of goodBootstrap from the line start up to, not
+// including, the line end.
+func between(start, end string) string {
+	i := strings.Index(goodBootstrap, start)
+	j := strings.Index(goodBootstrap, end)
+	if i < 0 || j < i {
+		return "<between: markers not found>" // the edit then fails to apply
+	}
+	return goodBootstrap[i:j]
+}
+
+func TestChecksFail(t *testing.T) {
+	tests := []struct {
+		name    string
+		base    string
+		edits   []edit
+		wantErr string // "" means the document must pass
+	}{
+		{name: "good bootstrap passes", base: goodBootstrap},
+		{name: "good WasmPlugin passes", base: goodWasmPlugin},
+		{
+			name: "two documents, both checked", base: goodWasmPlugin + "---\n# comment only\n---\n" + goodBootstrap,
+		},
+
+		// Bootstrap.
+		{
+			name: "bad YAML", base: goodBootstrap,
+			edits:   []edit{{`domains: ["*"]`, `domains: ["*"`}},
+			wantErr: "YAML",
+		},
+		{
+			name: "unknown field", base: goodBootstrap,
+			edits:   []edit{{"  clusters:\n", "  clusterz: []\n  clusters:\n"}},
+			wantErr: `unknown field "clusterz"`,
+		},
+		{
+			name: "unknown field inside a typed_config", base: goodBootstrap,
+			edits:   []edit{{"stat_prefix: ingress", "stat_prefix: ingress\n                stat_prefx: typo"}},
+			wantErr: `unknown field "stat_prefx"`,
+		},
+		{
+			name: "unknown @type", base: goodBootstrap,
+			edits:   []edit{{"envoy.extensions.filters.http.router.v3.Router", "envoy.extensions.filters.http.router.v3.Routr"}},
+			wantErr: "Routr",
+		},
+		{
+			name: "schema constraint (port out of range)", base: goodBootstrap,
+			edits:   []edit{{"port_value: 10000", "port_value: 70000"}},
+			wantErr: "PortValue",
+		},
+		{
+			name: "schema constraint inside the HCM (empty stat_prefix)", base: goodBootstrap,
+			edits:   []edit{{"stat_prefix: ingress", `stat_prefix: ""`}},
+			wantErr: "StatPrefix",
+		},
+		{
+			name: "filter config refused by config.Parse: unknown mode", base: goodBootstrap,
+			edits:   []edit{{`"mode": "single"`, `"mode": "stream"`}},
+			wantErr: "refused by config.Parse",
+		},
+		{
+			name: "filter config refused by config.Parse: not JSON", base: goodBootstrap,
+			edits:   []edit{{`value: '{"cluster": "operator", "mode": "single"}'`, `value: 'cluster: operator'`}},
+			wantErr: "refused by config.Parse",
+		},
+		{
+			name: "filter config names an undefined cluster", base: goodBootstrap,
+			edits:   []edit{{`"cluster": "operator"`, `"cluster": "elasti"`}},
+			wantErr: `names cluster "elasti", which static_resources.clusters does not define`,
+		},
+		{
+			name: "route to an undefined cluster", base: goodBootstrap,
+			edits:   []edit{{"route: { cluster: backend }", "route: { cluster: web }"}},
+			wantErr: `routes to cluster "web"`,
+		},
+		{
+			name: "configuration not a StringValue", base: goodBootstrap,
+			edits: []edit{{
+				"\"@type\": type.googleapis.com/google.protobuf.StringValue\n                          value: '{\"cluster\": \"operator\", \"mode\": \"single\"}'",
+				"\"@type\": type.googleapis.com/google.protobuf.Struct\n                          value: {cluster: operator}",
+			}},
+			wantErr: "StringValue",
+		},
+		{
+			name: "module path", base: goodBootstrap,
+			edits:   []edit{{"filename: build/filter.wasm", "filename: filter.wasm"}},
+			wantErr: "build/filter.wasm",
+		},
+		{
+			name: "runtime", base: goodBootstrap,
+			edits:   []edit{{"runtime: envoy.wasm.runtime.v8", "runtime: envoy.wasm.runtime.wamr"}},
+			wantErr: "vm_config.runtime",
+		},
+		{
+			name: "fail closed", base: goodBootstrap,
+			edits:   []edit{{"failure_policy: FAIL_OPEN", "failure_policy: FAIL_CLOSED"}},
+			wantErr: "want FAIL_OPEN",
+		},
+		{
+			name: "router not last", base: goodBootstrap,
+			edits: []edit{{
+				"                  - name: envoy.filters.http.router\n                    typed_config:\n                      \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router\n",
+				"",
+			}},
+			wantErr: "last HTTP filter must be envoy.filters.http.router",
+		},
+		{
+			name: "no wasm filter", base: goodBootstrap,
+			edits:   []edit{{between("                  - name: envoy.filters.http.wasm\n", "                  - name: envoy.filters.http.router\n"), ""}},
+			wantErr: "no envoy.filters.http.wasm filter",
+		},
+		{
+			name: "apiVersion without kind", base: goodBootstrap,
+			edits:   []edit{{"admin:", "apiVersion: v1\nadmin:"}},
+			wantErr: "no kind",
+		},
+
+		// Istio WasmPlugin.
+		{
+			name: "unknown kind", base: goodWasmPlugin,
+			edits:   []edit{{"kind: WasmPlugin", "kind: EnvoyFilter"}},
+			wantErr: `kind "EnvoyFilter" is not one this test checks`,
+		},
+		{
+			name: "wrong apiVersion", base: goodWasmPlugin,
+			edits:   []edit{{"extensions.istio.io/v1alpha1", "networking.istio.io/v1"}},
+			wantErr: "apiVersion",
+		},
+		{
+			name: "unknown spec field", base: goodWasmPlugin,
+			edits:   []edit{{"  phase: STATS", "  phase: STATS\n  phaze: AUTHN"}},
+			wantErr: `unknown field "phaze"`,
+		},
+		{
+			name: "unknown phase", base: goodWasmPlugin,
+			edits:   []edit{{"phase: STATS", "phase: LATE"}},
+			wantErr: "spec",
+		},
+		{
+			name: "no phase", base: goodWasmPlugin,
+			edits:   []edit{{"  phase: STATS\n", ""}},
+			wantErr: "spec.phase is not set",
+		},
+		{
+			name: "no url", base: goodWasmPlugin,
+			edits:   []edit{{"  url: oci://ghcr.io/example/reqcount:v1\n", ""}},
+			wantErr: "spec.url is missing",
+		},
+		{
+			name: "bad url scheme", base: goodWasmPlugin,
+			edits:   []edit{{"url: oci://", "url: ftp://"}},
+			wantErr: "spec.url",
+		},
+		{
+			name: "no namespace", base: goodWasmPlugin,
+			edits:   []edit{{"  namespace: shop\n", ""}},
+			wantErr: "metadata needs a name and a namespace",
+		},
+		{
+			name: "selector and targetRefs", base: goodWasmPlugin,
+			edits:   []edit{{"spec:\n", "spec:\n  selector: { matchLabels: { app: web } }\n  targetRefs: [{ kind: Gateway, group: gateway.networking.k8s.io, name: gw }]\n"}},
+			wantErr: "only one of selector",
+		},
+		{
+			name: "pluginConfig refused by config.Parse", base: goodWasmPlugin,
+			edits:   []edit{{"key_source: authority", "key_source: path"}},
+			wantErr: "refused by config.Parse",
+		},
+		{
+			name: "pluginConfig missing", base: goodWasmPlugin,
+			edits: []edit{{"  pluginConfig:\n    cluster: \"outbound|8013||elasti-operator-controller-service.elasti.svc.cluster.local\"\n" +
+				"    authority: elasti-operator-controller-service.elasti.svc.cluster.local:8013\n    key_source: authority\n    default_namespace: shop\n", ""}},
+			wantErr: "spec.pluginConfig is missing",
+		},
+		{
+			name: "outbound name with one bar", base: goodWasmPlugin,
+			edits:   []edit{{`"outbound|8013||elasti`, `"outbound|8013|elasti`}},
+			wantErr: "not an Istio outbound cluster name",
+		},
+		{
+			name: "outbound name with a port name", base: goodWasmPlugin,
+			edits:   []edit{{`"outbound|8013||`, `"outbound|http||`}},
+			wantErr: "not an Istio outbound cluster name",
+		},
+		{
+			name: "outbound name with port 0", base: goodWasmPlugin,
+			edits:   []edit{{`"outbound|8013||`, `"outbound|0||`}},
+			wantErr: "port out of range",
+		},
+		{
+			name: "inbound cluster", base: goodWasmPlugin,
+			edits:   []edit{{`"outbound|8013||`, `"inbound|8013||`}},
+			wantErr: "not an Istio outbound cluster name",
+		},
+		{
+			name: "outbound host not a DNS name", base: goodWasmPlugin,
+			edits:   []edit{{`||elasti-operator-controller-service.elasti.svc.cluster.local"`, `||Elasti_Operator.elasti"`}},
+			wantErr: "host is not a lower-case DNS name",
+		},
+		{
+			name: "outbound host a bare name", base: goodWasmPlugin,
+			edits:   []edit{{`||elasti-operator-controller-service.elasti.svc.cluster.local"`, `||elasti-operator"`}},
+			wantErr: "host is not a lower-case DNS name",
+		},
+		{
+			name: "plain Envoy cluster name in Istio", base: goodWasmPlugin,
+			edits:   []edit{{`"outbound|8013||elasti-operator-controller-service.elasti.svc.cluster.local"`, `elasti-operator`}},
+			wantErr: "not an Istio outbound cluster name",
+		},
+		{
+			name: "authority not the cluster's host", base: goodWasmPlugin,
+			edits:   []edit{{"authority: elasti-operator-controller-service.elasti.svc.cluster.local:8013", "authority: operator:8013"}},
+			wantErr: "spec.pluginConfig.authority",
+		},
+		{
+			name: "authority left to default (the cluster name)", base: goodWasmPlugin,
+			edits:   []edit{{"    authority: elasti-operator-controller-service.elasti.svc.cluster.local:8013\n", ""}},
+			wantErr: "spec.pluginConfig.authority",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			doc := tt.base
+			for _, e := range tt.edits {
+				// An edit that matches nothing would test the good document.
+				if !strings.Contains(doc, e.old) {
+					t.Fatalf("edit does not apply: %q not in the document", e.old)
+				}
+				doc = strings.Replace(doc, e.old, e.new, 1)
+			}
+			_, err := checkFile([]byte(doc))
+			if err != nil {
+				t.Log(err) // with -v: read what a user would see
+			}
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("checkFile: %v, want it to pass", err)
+			case tt.wantErr != "" && err == nil:
+				t.Fatalf("checkFile passed, want an error containing %q", tt.wantErr)
+			case tt.wantErr != "" && !strings.Contains(err.Error(), tt.wantErr):
+				t.Fatalf("checkFile: %v\nwant an error containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestParseOutbound(t *testing.T) {
+	tests := []struct {
+		cluster  string
+		wantHost string
+		wantPort int
+		ok       bool
+	}{
+		{"outbound|8013||elasti-operator-controller-service.elasti.svc.cluster.local", "elasti-operator-controller-service.elasti.svc.cluster.local", 8013, true},
+		{"outbound|80|v1|web.shop.svc.cluster.local", "web.shop.svc.cluster.local", 80, true},
+		{"outbound|65535||a.b", "a.b", 65535, true},
+		{"outbound|65536||a.b", "", 0, false},
+		{"outbound|8013||", "", 0, false},
+		{"outbound||8013|a.b", "", 0, false},
+		{"outbound|8013|V1|a.b", "", 0, false},
+		{"outbound|8013||a.b|", "", 0, false},
+		{"outbound|8013||a..b", "", 0, false},
+		{"outbound|8013||-a.b", "", 0, false},
+		{"outbound|8013||a.b.", "", 0, false},
+		{"Outbound|8013||a.b", "", 0, false},
+		{"outbound_.8013_._a.b", "", 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.cluster, func(t *testing.T) {
+			host, port, err := parseOutbound(tt.cluster)
+			if (err == nil) != tt.ok {
+				t.Fatalf("parseOutbound(%q) error = %v, want ok=%v", tt.cluster, err, tt.ok)
+			}
+			if host != tt.wantHost || port != tt.wantPort {
+				t.Errorf("parseOutbound(%q) = %q, %d; want %q, %d", tt.cluster, host, port, tt.wantHost, tt.wantPort)
+			}
+		})
+	}
+}
