@@ -504,6 +504,40 @@ func flushScenarios() []Scenario {
 				t.Fatal("plugin did not finish after its last answer")
 			}
 		}},
+		{Name: "flush/shutdown sends counts held behind an in-flight call", Run: func(t testing.TB, h Host) {
+			start(t, h, cfg(""))
+			h.Request(Authority("web.shop"))
+			h.Tick()
+			h.Request(Authority("web.shop")) // held: web.shop is in flight
+			if h.Shutdown() {
+				t.Fatal("plugin finished at once with a call in flight")
+			}
+			expectSent(t, h, msg(1, "web", "shop"))
+			answerAll(h, 200)
+			expectSent(t, h, msg(1, "web", "shop"))
+			if h.PluginDone() {
+				t.Fatal("plugin finished with a call in flight")
+			}
+			answerAll(h, 200)
+			if !h.PluginDone() {
+				t.Fatal("plugin did not finish after its last answer")
+			}
+		}},
+		{Name: "flush/shutdown does not retry a failed call", Run: func(t testing.TB, h Host) {
+			start(t, h, cfg(""))
+			h.Request(Authority("web.shop"))
+			if h.Shutdown() {
+				t.Fatal("plugin finished at once with a call in flight")
+			}
+			answerAll(h, 503)
+			expectSent(t, h)
+			if !h.PluginDone() {
+				t.Fatal("plugin did not finish after its last answer")
+			}
+			if logs := h.Logs("warn"); !strings.Contains(strings.Join(logs, "\n"), "1 counted requests not delivered") {
+				t.Fatalf("no warning about the undelivered count in %q", logs)
+			}
+		}},
 		{Name: "flush/shutdown with nothing pending finishes at once", Run: func(t testing.TB, h Host) {
 			start(t, h, cfg(""))
 			if !h.Shutdown() {

@@ -211,6 +211,13 @@ func (f *Flusher) Done(id uint64, o Outcome, status int) {
 		f.stats.LastStatus = 0
 	}
 	f.settle(id, c, o == Delivered)
+	if f.draining && o == Delivered {
+		// Shutting down: counts held back only because their key was in flight go
+		// out now. A failed call is not retried, so the shutdown still ends.
+		f.draining = false
+		f.Flush()
+		f.draining = true
+	}
 }
 
 // settle clears a call's in-flight counts: gone if delivered, back to Pending if not.
@@ -235,8 +242,10 @@ func (f *Flusher) settle(id uint64, c call, delivered bool) {
 	apply(f.t.At(c.slot))
 }
 
-// Drain sends what may be sent one last time and stops all further sends: the plugin
-// is shutting down. It returns the number of calls still in flight; Pending reports
+// Drain sends what may be sent one last time: the plugin is shutting down. After
+// it, Tick and Flush send nothing; only a delivered answer sends the counts that
+// waited behind it (its key was in flight), and a failed call is not retried, so a
+// shutdown always ends. It returns the number of calls in flight; Pending reports
 // what could not be sent.
 func (f *Flusher) Drain() int {
 	f.Flush()

@@ -1,0 +1,183 @@
+package e2e_test
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestRunCommand keeps the README's `make run` promise: the reqcount-run command
+// serves HTTP through build/filter.wasm, and a request for Host web.shop shows up
+// on its stdout as the collector's JSON line; Ctrl-C ends it cleanly.
+func TestRunCommand(t *testing.T) {
+	wasm := filterFile(t)
+	root := filepath.Dir(filepath.Dir(wasm))
+	bin := filepath.Join(t.TempDir(), "reqcount-run")
+	build := exec.Command("go", "build", "-o", bin, "./e2e/cmd/reqcount-run")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./e2e/cmd/reqcount-run: %v\n%s", err, out)
+	}
+
+	addr := freeAddr(t)
+	cmd := exec.Command(bin, "-listen", addr, "-wasm", wasm)
+	var stderr lockedBuffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	output := make(chan string, 16)
+	go func() {
+		// Read stdout to its end before Wait, as StdoutPipe requires.
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			output <- sc.Text()
+		}
+		close(output)
+		exited <- cmd.Wait()
+	}()
+	waited := false
+	t.Cleanup(func() {
+		if !waited {
+			_ = cmd.Process.Kill()
+			for range output { // unblock the reader
+			}
+			<-exited
+		}
+	})
+	lines := output
+	deadline := time.NewTimer(waitLimit)
+	defer deadline.Stop()
+
+	// Wait for the listener, or for the command to die trying.
+	for {
+		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			conn.Close()
+			break
+		}
+		select {
+		case err := <-exited:
+			waited = true
+			t.Fatalf("reqcount-run exited before listening: %v\nstderr:\n%s", err, stderr.String())
+		case <-deadline.C:
+			t.Fatalf("reqcount-run not listening on %s within %v\nstderr:\n%s", addr, waitLimit, stderr.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+
+	req, err := http.NewRequest(http.MethodGet, "http://"+addr+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = "web.shop"
+	client := &http.Client{Timeout: waitLimit}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("GET /: %v\nstderr:\n%s", err, stderr.String())
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /: %s %s\nstderr:\n%s", resp.Status, body, stderr.String())
+	}
+
+	// The flush (every second by default) prints what the collector accepted.
+	const want = `{"count":1,"svc":"web","namespace":"shop"}`
+	var seen []string
+	for found := false; !found; {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				t.Fatalf("stdout ended without %s; it had %q\nstderr:\n%s", want, seen, stderr.String())
+			}
+			seen = append(seen, line)
+			found = line == want
+		case <-deadline.C:
+			t.Fatalf("no %s on stdout within %v; it had %q\nstderr:\n%s", want, waitLimit, seen, stderr.String())
+		}
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		select {
+		case line, ok := <-lines:
+			if ok {
+				// Nothing else was sent: a second count would be a double count.
+				t.Errorf("stdout after the count: %q", line)
+				continue
+			}
+			lines = nil
+		case err := <-exited:
+			waited = true
+			if err != nil {
+				t.Fatalf("reqcount-run after SIGINT: %v (want exit 0)\nstderr:\n%s", err, stderr.String())
+			}
+			return
+		case <-deadline.C:
+			t.Fatalf("reqcount-run still running %v after SIGINT\nstderr:\n%s", waitLimit, stderr.String())
+		}
+	}
+}
+
+// filterFile returns the path of build/filter.wasm, failing the test (not
+// skipping it) when it is missing.
+func filterFile(t *testing.T) string {
+	t.Helper()
+	path, err := filterPath()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("%s missing: run `make build`", path)
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// freeAddr returns a loopback address with a port nothing listens on now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// lockedBuffer is a bytes.Buffer safe to read while a command writes to it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
