@@ -62,7 +62,7 @@ func TestRealEnvoy(t *testing.T) {
 		t.Skipf("envoy %d.%d.%d on PATH is older than 1.33, which modules built by upstream Go need (WASI imports added in 1.33)",
 			version[0], version[1], version[2])
 	}
-	root, err := realEnvoyRepoRoot()
+	root, err := repoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,25 +203,6 @@ func realEnvoyVersion(ctx context.Context, bin string) ([3]int, error) {
 		v[i], _ = strconv.Atoi(string(m[i+1]))
 	}
 	return v, nil
-}
-
-// realEnvoyRepoRoot walks up from the working directory (e2e/) to the directory
-// holding go.mod.
-func realEnvoyRepoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the working directory")
-		}
-		dir = parent
-	}
 }
 
 // realEnvoyRewrite reads the bootstrap at src and writes it to dst as JSON with

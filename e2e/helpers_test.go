@@ -21,16 +21,25 @@ import (
 // waitLimit bounds every wait in this package: a test that needs longer has hung.
 const waitLimit = 60 * time.Second
 
-// filterPath returns the path of build/filter.wasm, found from the repository
-// root (the directory above the working directory that holds go.mod).
+// filterPath returns the path of build/filter.wasm.
 func filterPath() (string, error) {
+	root, err := repoRoot()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(root, "build", "filter.wasm"), nil
+}
+
+// repoRoot walks up from the working directory (e2e/) to the directory that
+// holds go.mod.
+func repoRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err
 	}
 	for {
 		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return filepath.Join(dir, "build", "filter.wasm"), nil
+			return dir, nil
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {

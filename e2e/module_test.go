@@ -115,7 +115,7 @@ var moduleEnvoyWASI = []string{
 
 // moduleCompiled compiles build/filter.wasm once for all TestModule tests.
 var moduleCompiled = sync.OnceValues(func() (wazero.CompiledModule, error) {
-	root, err := moduleRepoRoot()
+	root, err := repoRoot()
 	if err != nil {
 		return nil, err
 	}
@@ -129,25 +129,6 @@ var moduleCompiled = sync.OnceValues(func() (wazero.CompiledModule, error) {
 	ctx := context.Background()
 	return wazero.NewRuntime(ctx).CompileModule(ctx, bin)
 })
-
-// moduleRepoRoot walks up from the working directory to the directory that
-// holds go.mod (the test runs in e2e/).
-func moduleRepoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the working directory")
-		}
-		dir = parent
-	}
-}
 
 func moduleFilter(t *testing.T) wazero.CompiledModule {
 	t.Helper()
