@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strconv"
 	"testing"
 
 	"github.com/reqcount/reqcount/filter/config"
@@ -26,6 +27,11 @@ func tallyUncounted(r key.Reason) func(p *pluginContext) uint64 {
 }
 
 func viaAuthority(a string) func(p *pluginContext) {
+	return func(p *pluginContext) { p.countAuthority(a) }
+}
+
+// viaAuthorityParsed counts without the memo: parse every time.
+func viaAuthorityParsed(a string) func(p *pluginContext) {
 	return func(p *pluginContext) {
 		k, r := p.parser.AppendAuthority(p.keyBuf[:0], a)
 		p.count(k, r)
@@ -46,6 +52,7 @@ var hotPathCases = []hotPathCase{
 	{"authority bare", `{"cluster":"c"}`, viaAuthority("web"), tallyCounted, "web.default"},
 	{"authority FQDN", `{"cluster":"c"}`, viaAuthority("web.shop.svc.cluster.local:8080"), tallyCounted, "web.shop"},
 	{"authority upper case", `{"cluster":"c"}`, viaAuthority("WEB.Shop:80"), tallyCounted, "web.shop"},
+	{"authority parsed every time", `{"cluster":"c"}`, viaAuthorityParsed("web.shop.svc.cluster.local:8080"), tallyCounted, "web.shop"},
 	{"authority rejected", `{"cluster":"c"}`, viaAuthority("10.0.0.1:8080"), tallyUncounted(key.IPLiteral), ""},
 	{"authority missing", `{"cluster":"c"}`, viaAuthority(""), tallyUncounted(key.Missing), ""},
 	{"header", `{"cluster":"c","key_source":"header"}`, viaHeaders("web", "shop"), tallyCounted, "web.shop"},
@@ -109,6 +116,45 @@ func TestHotPathOverflowDoesNotAllocate(t *testing.T) {
 	}
 }
 
+// TestAuthorityMemo checks the memo's way through the hot path: spellings of one
+// key share its entry, an entry removed by a flush is not counted through a stale
+// memo entry, and a flood of distinct authorities keeps the memo bounded.
+func TestAuthorityMemo(t *testing.T) {
+	p := startPlugin(t, `{"cluster":"c","max_keys":2}`)
+	for _, a := range []string{"web.shop", "web.shop:80", "WEB.shop", "web.shop", "web.shop:80"} {
+		p.countAuthority(a)
+	}
+	s, ok := p.table.Lookup("web.shop")
+	if !ok || p.table.At(s).Pending != 5 || p.table.Len() != 1 || p.memo.Len() != 3 {
+		t.Fatalf("found %v, %d keys, memo %d", ok, p.table.Len(), p.memo.Len())
+	}
+
+	// The entry goes (delivered, then idle for a tick) and its slot is reused by
+	// another key: the memo's Ref for web.shop must not count into it.
+	p.table.Remove(s)
+	p.countAuthority("api.blog")
+	p.countAuthority("web.shop")
+	for k, want := range map[string]uint64{"api.blog": 1, "web.shop": 1} {
+		s, ok := p.table.Lookup(k)
+		if !ok || p.table.At(s).Pending != want {
+			t.Fatalf("%s: found %v, pending %d, want %d", k, ok, p.table.At(s).Pending, want)
+		}
+	}
+
+	// Distinct authorities beyond the memo's bound: it starts over, never grows past it.
+	p = startPlugin(t, `{"cluster":"c","max_keys":1}`)
+	bound := memoSize(1)
+	for i := 0; i < 3*bound; i++ {
+		p.countAuthority("web.shop:" + strconv.Itoa(i+1))
+		if p.memo.Len() > bound {
+			t.Fatalf("memo holds %d, bound %d", p.memo.Len(), bound)
+		}
+	}
+	if s, _ := p.table.Lookup("web.shop"); p.table.At(s).Pending != uint64(3*bound) {
+		t.Fatalf("pending %d, want %d", p.table.At(s).Pending, 3*bound)
+	}
+}
+
 func BenchmarkHotPath(b *testing.B) {
 	for _, bc := range []struct {
 		name    string
@@ -117,6 +163,7 @@ func BenchmarkHotPath(b *testing.B) {
 	}{
 		{"authority short", `{"cluster":"c"}`, viaAuthority("web.shop")},
 		{"authority FQDN", `{"cluster":"c"}`, viaAuthority("web.shop.svc.cluster.local:8080")},
+		{"authority FQDN parsed every time", `{"cluster":"c"}`, viaAuthorityParsed("web.shop.svc.cluster.local:8080")},
 		{"header", `{"cluster":"c","key_source":"header"}`, viaHeaders("web", "shop")},
 		{"static", `{"cluster":"c","key_source":"static","service":"web","namespace":"shop"}`, viaStatic},
 	} {

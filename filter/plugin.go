@@ -33,6 +33,7 @@ type pluginContext struct {
 	started bool
 	parser  key.Parser
 	table   *table.Table
+	memo    *table.Memo // authority as sent → entry; see countAuthority
 	flusher *flush.Flusher
 
 	// staticKey is the key counted in static mode.
@@ -84,6 +85,7 @@ func (p *pluginContext) start(cfg config.Config) {
 	p.cfg = cfg
 	p.parser = key.NewParser(cfg.DefaultNamespace, cfg.ClusterDomain)
 	p.table = table.New(cfg.MaxKeys)
+	p.memo = table.NewMemo(memoSize(cfg.MaxKeys))
 	if cfg.KeySource == config.KeySourceStatic {
 		p.staticKey, _ = p.parser.AppendHeaders(nil, cfg.Service, cfg.Namespace)
 	}
@@ -98,6 +100,13 @@ func (p *pluginContext) start(cfg config.Config) {
 		AbandonAfter: abandonAfter(cfg),
 	}, p.dispatch)
 	p.started = true
+}
+
+// memoSize bounds the authority memo: a few spellings per key (web, web.shop,
+// web.shop.svc.cluster.local:8080…), at most 4096 strings, so that a flood of
+// distinct authorities costs a bounded amount of memory.
+func memoSize(maxKeys int) int {
+	return min(4*maxKeys, 4096)
 }
 
 // abandonAfter is how many ticks a call may go unanswered: twice the timeout plus two

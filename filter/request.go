@@ -44,10 +44,33 @@ func (h *httpContext) OnHttpRequestHeaders(int, bool) types.Action {
 		k, reason = p.parser.AppendHeaders(p.keyBuf[:0], svc, ns)
 	default:
 		authority, _ := getRequestHeader(":authority")
-		k, reason = p.parser.AppendAuthority(p.keyBuf[:0], authority)
+		p.countAuthority(authority)
+		return types.ActionContinue
 	}
 	p.count(k, reason)
 	return types.ActionContinue
+}
+
+// countAuthority counts a request by its :authority. An authority seen before
+// (the common case: clients repeat the same Host) is counted through the memo with
+// one map lookup; a new one is parsed, counted, and remembered.
+func (p *pluginContext) countAuthority(authority string) {
+	if ref, ok := p.memo.Get(authority); ok && p.table.AddRef(ref, 1) {
+		p.tallies.counted++
+		return
+	}
+	k, reason := p.parser.AppendAuthority(p.keyBuf[:0], authority)
+	if reason != key.OK {
+		p.tallies.uncounted[reason]++
+		return
+	}
+	ref, ok := p.table.AddKey(k, 1)
+	if !ok {
+		p.tallies.overflow++
+		return
+	}
+	p.tallies.counted++
+	p.memo.Put(authority, ref)
 }
 
 // count adds one request for k, or tallies why it was not counted.

@@ -17,56 +17,72 @@ import "github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
 
 //go:wasmexport proxy_on_request_body
 func exportOnRequestBody(contextID, bodySize, endOfStream uint32) uint32 {
+	refillArena()
 	return uint32(proxyOnRequestBody(contextID, int(bodySize), endOfStream != 0))
 }
 
 //go:wasmexport proxy_on_request_trailers
 func exportOnRequestTrailers(contextID, numTrailers uint32) uint32 {
+	refillArena()
 	return uint32(proxyOnRequestTrailers(contextID, int(numTrailers)))
 }
 
 //go:wasmexport proxy_on_response_headers
 func exportOnResponseHeaders(contextID, numHeaders, endOfStream uint32) uint32 {
+	refillArena()
 	return uint32(proxyOnResponseHeaders(contextID, int(numHeaders), endOfStream != 0))
 }
 
 //go:wasmexport proxy_on_response_body
 func exportOnResponseBody(contextID, bodySize, endOfStream uint32) uint32 {
+	refillArena()
 	return uint32(proxyOnResponseBody(contextID, int(bodySize), endOfStream != 0))
 }
 
 //go:wasmexport proxy_on_response_trailers
 func exportOnResponseTrailers(contextID, numTrailers uint32) uint32 {
+	refillArena()
 	return uint32(proxyOnResponseTrailers(contextID, int(numTrailers)))
 }
 
 //go:wasmexport proxy_on_log
-func exportOnLog(contextID uint32) { proxyOnLog(contextID) }
+func exportOnLog(contextID uint32) {
+	refillArena()
+	proxyOnLog(contextID)
+}
 
 //go:wasmexport proxy_on_queue_ready
-func exportOnQueueReady(pluginContextID, queueID uint32) { proxyOnQueueReady(pluginContextID, queueID) }
+func exportOnQueueReady(pluginContextID, queueID uint32) {
+	refillArena()
+	proxyOnQueueReady(pluginContextID, queueID)
+}
 
 //go:wasmexport proxy_on_new_connection
 func exportOnNewConnection(contextID uint32) uint32 {
+	refillArena()
 	return uint32(proxyOnNewConnection(contextID))
 }
 
 //go:wasmexport proxy_on_downstream_data
 func exportOnDownstreamData(contextID, dataSize, endOfStream uint32) uint32 {
+	refillArena()
 	return uint32(proxyOnDownstreamData(contextID, int(dataSize), endOfStream != 0))
 }
 
 //go:wasmexport proxy_on_downstream_connection_close
 func exportOnDownstreamConnectionClose(contextID, peerType uint32) {
+	refillArena()
 	proxyOnDownstreamConnectionClose(contextID, types.PeerType(peerType))
 }
 
 //go:wasmexport proxy_on_upstream_data
 func exportOnUpstreamData(contextID, dataSize, endOfStream uint32) uint32 {
+	refillArena()
 	return uint32(proxyOnUpstreamData(contextID, int(dataSize), endOfStream != 0))
 }
 
 //go:wasmexport proxy_on_upstream_connection_close
 func exportOnUpstreamConnectionClose(contextID, peerType uint32) {
+	refillArena()
 	proxyOnUpstreamConnectionClose(contextID, types.PeerType(peerType))
 }

@@ -29,72 +29,126 @@ import (
 //go:wasmexport proxy_abi_version_0_2_0
 func exportABIVersion() { proxyABIVersion() }
 
-// allocKeep holds the last blocks handed to the host by
-// proxy_on_memory_allocate. From the moment this export returns a block's
-// address until the host call that asked for it returns and the SDK turns the
-// address the host wrote back into a *byte, the block is referenced only by an
-// integer. If the host enters the guest again in that window (for instance to
-// allocate a second block) and that entry runs a GC, the block could be freed
-// and reused while the host is still to copy into it. proxy-wasm-cpp-host
-// allocates at most once per host call; a few slots are a cheap margin for
-// hosts that allocate more. Once the SDK holds the *byte (or a string or slice
-// over it) the GC sees the block again, and the slot only delays its
-// collection until it is overwritten.
+// proxy_on_memory_allocate serves the host's copies into the guest (header
+// values, configuration, call responses) from an arena: a heap block that it
+// hands out front to back, never reusing a byte, and that a fresh block
+// replaces once it runs low. Two reasons, both about the Go runtime running
+// inside the host's malloc call:
+//
+//   - Envoy (proxy-wasm-cpp-host's allocMemory) lets the guest call only
+//     proxy_log, fd_write and clock_time_get while malloc runs, and traps on
+//     anything else. A Go heap allocation there may start or finish a GC
+//     cycle, and once the runtime has a timer (the scavenger sets one) every
+//     GC start and finish polls with poll_oneoff: the VM would be killed.
+//     Bumping an offset in a block allocated earlier never enters the Go
+//     allocator, so no GC work can happen inside malloc.
+//   - Between this export returning an address and the SDK turning it back
+//     into a pointer, nothing but an integer refers to the bytes. The arena
+//     variable keeps the whole block alive meanwhile; afterwards the SDK's
+//     pointer (an interior pointer, which Go's GC honours) does.
+//
+// refillArena replaces a low arena at the start of every other callback,
+// where a GC is allowed. Blocks are never reused, so a string the SDK built
+// over arena bytes stays valid for as long as it is referenced; a retired
+// block is freed by the GC once nothing points into it.
+const (
+	arenaSize = 64 << 10
+	// arenaLow is the free space every callback starts with: more than the
+	// host copies in for one callback in practice (a few header values, a
+	// call response), so malloc normally never falls back to the heap.
+	arenaLow = 16 << 10
+	// arenaMaxBlock is the largest copy served from the arena; larger ones
+	// (a big configuration, a big response body) get their own heap block,
+	// with the GC caveat above. Keeping it well under arenaLow means one large
+	// copy cannot empty the arena.
+	arenaMaxBlock = 4 << 10
+)
+
 var (
-	allocKeep [4]unsafe.Pointer
-	allocNext int
+	arena    []byte
+	arenaOff int
+	// bigKeep holds the last large blocks handed out, for the window
+	// described above.
+	bigKeep [4]unsafe.Pointer
+	bigNext int
 	// allocZero answers zero-byte requests: a valid address that no one
 	// reads or writes (the SDK's make([]byte, 0) then &buf[0] would panic).
 	allocZero byte
 )
+
+func init() { arena = make([]byte, arenaSize) }
+
+// refillArena gives the arena at least arenaLow free bytes. Called at the
+// start of every callback except proxy_on_memory_allocate.
+func refillArena() {
+	if len(arena)-arenaOff < arenaLow {
+		arena, arenaOff = make([]byte, arenaSize), 0
+	}
+}
 
 //go:wasmexport proxy_on_memory_allocate
 func exportOnMemoryAllocate(size uint32) *byte {
 	if size == 0 {
 		return &allocZero
 	}
+	n := (int(size) + 7) &^ 7 // keep blocks 8-byte aligned
+	if n <= arenaMaxBlock && len(arena)-arenaOff >= n {
+		p := &arena[arenaOff]
+		arenaOff += n
+		return p
+	}
 	buf := make([]byte, size)
-	allocKeep[allocNext] = unsafe.Pointer(&buf[0])
-	allocNext = (allocNext + 1) % len(allocKeep)
+	bigKeep[bigNext] = unsafe.Pointer(&buf[0])
+	bigNext = (bigNext + 1) % len(bigKeep)
 	return &buf[0]
 }
 
 //go:wasmexport proxy_on_context_create
 func exportOnContextCreate(contextID, parentContextID uint32) {
+	refillArena()
 	proxyOnContextCreate(contextID, parentContextID)
 }
 
 //go:wasmexport proxy_on_vm_start
 func exportOnVMStart(pluginContextID, vmConfigurationSize uint32) bool {
+	refillArena()
 	return bool(proxyOnVMStart(pluginContextID, int(vmConfigurationSize)))
 }
 
 //go:wasmexport proxy_on_configure
 func exportOnConfigure(pluginContextID, pluginConfigurationSize uint32) bool {
+	refillArena()
 	return bool(proxyOnConfigure(pluginContextID, int(pluginConfigurationSize)))
 }
 
 //go:wasmexport proxy_on_request_headers
 func exportOnRequestHeaders(contextID, numHeaders, endOfStream uint32) uint32 {
+	refillArena()
 	return uint32(proxyOnRequestHeaders(contextID, int(numHeaders), endOfStream != 0))
 }
 
 //go:wasmexport proxy_on_tick
 func exportOnTick(pluginContextID uint32) {
+	refillArena()
 	proxyOnTick(pluginContextID)
 	runtime.Gosched() // see yieldEvery
 }
 
 //go:wasmexport proxy_on_http_call_response
 func exportOnHttpCallResponse(pluginContextID, calloutID, numHeaders, bodySize, numTrailers uint32) {
+	refillArena()
 	proxyOnHttpCallResponse(pluginContextID, calloutID, int(numHeaders), int(bodySize), int(numTrailers))
 }
 
 //go:wasmexport proxy_on_done
-func exportOnDone(contextID uint32) bool { return proxyOnDone(contextID) }
+func exportOnDone(contextID uint32) bool {
+	refillArena()
+	return proxyOnDone(contextID)
+}
 
 //go:wasmexport proxy_on_delete
 func exportOnDelete(contextID uint32) {
+	refillArena()
 	proxyOnDelete(contextID)
 	deletes++
 	if deletes%yieldEvery == 0 {

@@ -20,13 +20,25 @@ import "unsafe"
 //
 // //go:noescape is sound for every import: the host copies what it reads and
 // writes only through the out-parameters before it returns, and never keeps a
-// guest address. It also lets the out-parameter locals stay on the stack.
+// guest address. Out-parameters for calls that re-enter the guest use the
+// package variable out (see there).
+
+// out is where the host writes the words it returns (an address and a size,
+// a CAS token) for the calls that copy data into the guest. It is a package
+// variable, not a local, on purpose: to make that copy the host first calls
+// back into the guest (proxy_on_memory_allocate), and Go may move or shrink the
+// calling goroutine's stack during that call; a local's address handed to the
+// host before it would then point into a stale stack, the host's write would
+// be lost and the caller would read an empty value. Globals never move. One set
+// is enough: the guest is single-threaded and proxy_on_memory_allocate makes
+// no host call of its own.
+var out struct{ data, size, cas uint32 }
 
 // hostPtr turns a guest address written by the host back into a pointer
 // (0 gives nil). The address always comes from exportOnMemoryAllocate, i.e. it
-// is the start of a Go heap block that allocKeep still holds, and Go's GC does
-// not move heap objects, so the pointer is valid and, once the SDK holds it,
-// keeps the block alive by itself. (unsafe.Add from nil is the same
+// points into a Go heap block that the allocator still holds (its current arena
+// or bigKeep), and Go's GC does not move heap objects, so the pointer is valid
+// and, once the SDK holds it, keeps the block alive by itself. (unsafe.Add from nil is the same
 // integer-to-pointer step as unsafe.Pointer(uintptr(addr)), spelled so that
 // go vet's unsafeptr check does not flag this deliberate one.)
 func hostPtr(addr uint32) *byte {
@@ -60,9 +72,8 @@ func hostGetSharedData(keyData *byte, keySize uint32, returnValueData *uint32, r
 
 // ProxyGetSharedData reads a shared-data value and its CAS token.
 func ProxyGetSharedData(keyData *byte, keySize int, returnValueData **byte, returnValueSize *int, returnCas *uint32) Status {
-	var data, size uint32
-	st := hostGetSharedData(keyData, uint32(keySize), &data, &size, returnCas)
-	*returnValueData, *returnValueSize = hostPtr(data), int(size)
+	st := hostGetSharedData(keyData, uint32(keySize), &out.data, &out.size, &out.cas)
+	*returnValueData, *returnValueSize, *returnCas = hostPtr(out.data), int(out.size), out.cas
 	return Status(st)
 }
 
@@ -99,9 +110,8 @@ func hostDequeueSharedQueue(queueID uint32, returnValueData *uint32, returnValue
 
 // ProxyDequeueSharedQueue takes the item at the front of a shared queue.
 func ProxyDequeueSharedQueue(queueID uint32, returnValueData **byte, returnValueSize *int) Status {
-	var data, size uint32
-	st := hostDequeueSharedQueue(queueID, &data, &size)
-	*returnValueData, *returnValueSize = hostPtr(data), int(size)
+	st := hostDequeueSharedQueue(queueID, &out.data, &out.size)
+	*returnValueData, *returnValueSize = hostPtr(out.data), int(out.size)
 	return Status(st)
 }
 
@@ -120,9 +130,8 @@ func hostGetHeaderMapValue(mapType uint32, keyData *byte, keySize uint32, return
 
 // ProxyGetHeaderMapValue reads one header (or trailer) value.
 func ProxyGetHeaderMapValue(mapType MapType, keyData *byte, keySize int, returnValueData **byte, returnValueSize *int) Status {
-	var data, size uint32
-	st := hostGetHeaderMapValue(uint32(mapType), keyData, uint32(keySize), &data, &size)
-	*returnValueData, *returnValueSize = hostPtr(data), int(size)
+	st := hostGetHeaderMapValue(uint32(mapType), keyData, uint32(keySize), &out.data, &out.size)
+	*returnValueData, *returnValueSize = hostPtr(out.data), int(out.size)
 	return Status(st)
 }
 
@@ -159,9 +168,8 @@ func hostGetHeaderMapPairs(mapType uint32, returnValueData *uint32, returnValueS
 
 // ProxyGetHeaderMapPairs reads a whole header (or trailer) map, serialized.
 func ProxyGetHeaderMapPairs(mapType MapType, returnValueData **byte, returnValueSize *int) Status {
-	var data, size uint32
-	st := hostGetHeaderMapPairs(uint32(mapType), &data, &size)
-	*returnValueData, *returnValueSize = hostPtr(data), int(size)
+	st := hostGetHeaderMapPairs(uint32(mapType), &out.data, &out.size)
+	*returnValueData, *returnValueSize = hostPtr(out.data), int(out.size)
 	return Status(st)
 }
 
@@ -180,9 +188,8 @@ func hostGetBufferBytes(bufferType uint32, start uint32, maxSize uint32, returnB
 
 // ProxyGetBufferBytes reads up to maxSize bytes from start of a buffer.
 func ProxyGetBufferBytes(bufferType BufferType, start int, maxSize int, returnBufferData **byte, returnBufferSize *int) Status {
-	var data, size uint32
-	st := hostGetBufferBytes(uint32(bufferType), uint32(start), uint32(maxSize), &data, &size)
-	*returnBufferData, *returnBufferSize = hostPtr(data), int(size)
+	st := hostGetBufferBytes(uint32(bufferType), uint32(start), uint32(maxSize), &out.data, &out.size)
+	*returnBufferData, *returnBufferSize = hostPtr(out.data), int(out.size)
 	return Status(st)
 }
 
@@ -231,9 +238,8 @@ func hostCallForeignFunction(funcNamePtr *byte, funcNameSize uint32, paramPtr *b
 
 // ProxyCallForeignFunction calls a function the host registered by name.
 func ProxyCallForeignFunction(funcNamePtr *byte, funcNameSize int, paramPtr *byte, paramSize int, returnData **byte, returnSize *int) Status {
-	var data, size uint32
-	st := hostCallForeignFunction(funcNamePtr, uint32(funcNameSize), paramPtr, uint32(paramSize), &data, &size)
-	*returnData, *returnSize = hostPtr(data), int(size)
+	st := hostCallForeignFunction(funcNamePtr, uint32(funcNameSize), paramPtr, uint32(paramSize), &out.data, &out.size)
+	*returnData, *returnSize = hostPtr(out.data), int(out.size)
 	return Status(st)
 }
 
@@ -301,9 +307,8 @@ func hostGetProperty(pathData *byte, pathSize uint32, returnValueData *uint32, r
 
 // ProxyGetProperty reads a host property by its serialized path.
 func ProxyGetProperty(pathData *byte, pathSize int, returnValueData **byte, returnValueSize *int) Status {
-	var data, size uint32
-	st := hostGetProperty(pathData, uint32(pathSize), &data, &size)
-	*returnValueData, *returnValueSize = hostPtr(data), int(size)
+	st := hostGetProperty(pathData, uint32(pathSize), &out.data, &out.size)
+	*returnValueData, *returnValueSize = hostPtr(out.data), int(out.size)
 	return Status(st)
 }
 

@@ -1,0 +1,228 @@
+// Command reqcount-bench measures what the request-count filter costs: per
+// request against two floor plugins on the same SDK and toolchain, its linear
+// memory over millions of requests, its native hot path, and its flush.
+// `make bench` runs it from the repository root; bench/README.md says what
+// each number means.
+//
+// Usage:
+//
+//	go run ./bench/cmd/reqcount-bench [-rounds 7] [-n 200000] [-quick] [-out bench/RESULTS.md]
+//
+// It builds the modules into -build-dir with filter/_sdkabi/build.sh, runs
+// everything in one process on the e2e wasm host (e2e/wasmhost, wazero),
+// prints one markdown table and the targets to stdout, per-phase timings to
+// stderr, and writes -out (keeping its hand-written Notes section).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"time"
+
+	"github.com/reqcount/reqcount/e2e/wasmhost"
+)
+
+// options are the command's flags.
+type options struct {
+	rounds    int
+	n         int
+	warmup    int
+	mem1      int
+	mem2      int
+	keys      int
+	flushRuns int
+	buildDir  string
+	out       string
+	quick     bool
+	profile   string
+}
+
+func parseFlags(args []string) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("reqcount-bench", flag.ContinueOnError)
+	fs.IntVar(&o.rounds, "rounds", 7, "timed rounds; each drives -n requests through every variant, round-robin")
+	fs.IntVar(&o.n, "n", 200000, "requests per variant per round")
+	fs.IntVar(&o.warmup, "warmup", 50000, "untimed requests per variant before the rounds")
+	fs.IntVar(&o.mem1, "mem1", 1000000, "first linear-memory checkpoint, in requests per variant")
+	fs.IntVar(&o.mem2, "mem2", 5000000, "second linear-memory checkpoint, in requests per variant")
+	fs.IntVar(&o.keys, "keys", 10000, "keys in the flush measurements")
+	fs.IntVar(&o.flushRuns, "flush-runs", 9, "timed runs of each flush measurement (the median is reported)")
+	fs.StringVar(&o.buildDir, "build-dir", "build/bench", "where the modules are built (relative to the repository root)")
+	fs.StringVar(&o.out, "out", "bench/RESULTS.md", "results file to write (relative to the repository root); empty: none")
+	fs.BoolVar(&o.quick, "quick", false, "smoke mode: few requests, short benchmarks, no results file unless -out is given")
+	fs.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile of the wasm phases to this file")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if o.quick {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		quick := map[string]func(){
+			"rounds":     func() { o.rounds = 2 },
+			"n":          func() { o.n = 2000 },
+			"warmup":     func() { o.warmup = 500 },
+			"mem1":       func() { o.mem1 = 5000 },
+			"mem2":       func() { o.mem2 = 20000 },
+			"keys":       func() { o.keys = 1000 },
+			"flush-runs": func() { o.flushRuns = 2 },
+			"out":        func() { o.out = "" },
+		}
+		for name, apply := range quick {
+			if !set[name] {
+				apply()
+			}
+		}
+	}
+	switch {
+	case o.rounds < 1 || o.n < 1 || o.warmup < 0 || o.keys < 1 || o.flushRuns < 1:
+		return o, fmt.Errorf("-rounds, -n, -keys and -flush-runs must be positive, -warmup not negative")
+	case o.mem1 < 1 || o.mem2 <= o.mem1:
+		return o, fmt.Errorf("need 0 < -mem1 < -mem2")
+	}
+	return o, nil
+}
+
+// phaseTimer prints a phase's wall time to stderr.
+type phaseTimer struct {
+	name  string
+	start time.Time
+}
+
+var phases []phaseRecord
+
+type phaseRecord struct {
+	name string
+	d    time.Duration
+}
+
+func startPhase(name string) *phaseTimer {
+	fmt.Fprintf(os.Stderr, "phase %s ...\n", name)
+	return &phaseTimer{name: name, start: time.Now()}
+}
+
+func (p *phaseTimer) end() {
+	d := time.Since(p.start)
+	phases = append(phases, phaseRecord{p.name, d})
+	fmt.Fprintf(os.Stderr, "phase %s: %v\n", p.name, d.Round(time.Millisecond))
+}
+
+func main() {
+	o, err := parseFlags(os.Args[1:])
+	if err == flag.ErrHelp {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "reqcount-bench:", err)
+		os.Exit(2)
+	}
+	if err := run(context.Background(), o, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "reqcount-bench:", err)
+		os.Exit(1)
+	}
+}
+
+// run measures everything o asks for, prints the table and the targets to
+// stdout, and writes o.out if set.
+func run(ctx context.Context, o options, stdout io.Writer) error {
+	began := time.Now()
+	root, err := repoRoot()
+	if err != nil {
+		return err
+	}
+	buildDir := o.buildDir
+	if !filepath.IsAbs(buildDir) {
+		buildDir = filepath.Join(root, buildDir)
+	}
+	res := &results{opts: o, started: began.UTC(),
+		sdkVersion: requiredVersion(root, "github.com/tetratelabs/proxy-wasm-go-sdk")}
+
+	phase := startPhase("build")
+	wasm, err := buildModules(root, buildDir)
+	if err != nil {
+		return err
+	}
+	phase.end()
+	for _, m := range moduleSpecs {
+		gz, err := gzipSize(wasm[m.name])
+		if err != nil {
+			return err
+		}
+		res.sizes = append(res.sizes, moduleSize{name: m.name, raw: len(wasm[m.name]), gzip: gz})
+	}
+
+	phase = startPhase("compile")
+	mods := map[string]*wasmhost.Module{}
+	for name, b := range wasm {
+		m, err := wasmhost.Compile(ctx, b)
+		if err != nil {
+			return fmt.Errorf("compile %s: %w", name, err)
+		}
+		defer m.Close(ctx)
+		mods[name] = m
+	}
+	phase.end()
+
+	if o.profile != "" {
+		f, err := os.Create(o.profile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
+	if res.wasm, err = runVariants(ctx, o, mods); err != nil {
+		return err
+	}
+	phase = startPhase(fmt.Sprintf("guest flush (%d keys)", o.keys))
+	if res.guestFlush, err = runGuestFlush(ctx, o, mods["filter"]); err != nil {
+		return err
+	}
+	phase.end()
+	if o.profile != "" {
+		pprof.StopCPUProfile()
+	}
+
+	phase = startPhase("native hot path")
+	if o.quick {
+		// testing.Benchmark's default is 1s per benchmark; a smoke run needs less.
+		if err := setBenchtime("20ms"); err != nil {
+			return err
+		}
+	}
+	if res.hot, err = runHotPaths(); err != nil {
+		return err
+	}
+	phase.end()
+
+	phase = startPhase(fmt.Sprintf("native flush (%d keys)", o.keys))
+	if res.flush, err = runFlushBench(o.keys, o.flushRuns); err != nil {
+		return err
+	}
+	phase.end()
+
+	res.wall = time.Since(began)
+	fmt.Fprintf(os.Stderr, "total: %v\n", res.wall.Round(time.Millisecond))
+
+	report := res.markdown()
+	fmt.Fprint(stdout, report.table)
+	fmt.Fprintln(stdout)
+	fmt.Fprint(stdout, report.targets)
+	if o.out != "" {
+		out := o.out
+		if !filepath.IsAbs(out) {
+			out = filepath.Join(root, out)
+		}
+		if err := writeResults(out, res, report); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "wrote %s\n", out)
+	}
+	return nil
+}

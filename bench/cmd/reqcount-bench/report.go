@@ -1,0 +1,353 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"testing"
+	"time"
+)
+
+type moduleSize struct {
+	name      string
+	raw, gzip int
+}
+
+// results is everything one run measured.
+type results struct {
+	opts       options
+	sdkVersion string
+	started    time.Time
+	wall       time.Duration
+	sizes      []moduleSize
+	wasm       *wasmResults
+	guestFlush []*guestFlush
+	hot        []*hotPath
+	flush      *flushBench
+}
+
+type report struct {
+	table   string // the one markdown table
+	targets string // the targets, PASS/MISS, as a markdown list
+	where   string // the "where the time goes" section
+	pass    bool
+}
+
+// Targets (ratios measured in the same run).
+const (
+	targetAuthority  = 1.10    // filter authority / authority-floor, ns per request
+	targetStatic     = 1.05    // filter static / noop, ns per request
+	targetMemGrowth  = 1 << 20 // bytes of growth from the first to the second checkpoint
+	targetMemRatio   = 1.25    // filter / authority-floor, linear memory at the second checkpoint
+	targetFlushLimit = 2 * time.Millisecond
+)
+
+// setBenchtime sets testing.Benchmark's run time, which only exists as the
+// test.benchtime flag.
+func setBenchtime(d string) error {
+	testing.Init()
+	return flag.Set("test.benchtime", d)
+}
+
+func (r *results) markdown() report {
+	var t strings.Builder
+	row := func(cells ...string) { t.WriteString("| " + strings.Join(cells, " | ") + " |\n") }
+	o := r.opts
+	w := r.wasm
+	mem1, mem2 := count(o.mem1), count(o.mem2)
+
+	row("measure", "subject", "value", "detail")
+	row("---", "---", "---", "---")
+	for _, v := range w.variants {
+		s := summarize(v.nsPerReq)
+		row("ns/request", v.name, groupf(s.Median),
+			fmt.Sprintf("median of %d rounds × %s requests; min–max %s–%s", s.N, count(o.n), groupf(s.Min), groupf(s.Max)))
+	}
+	for _, rs := range ratioSpecs {
+		s := summarize(w.ratios[rs.name])
+		row("ratio ns/request", rs.name, fmt.Sprintf("%.3f", s.Median),
+			fmt.Sprintf("median of per-round ratios; min–max %.3f–%.3f", s.Min, s.Max))
+	}
+	floor := w.variant("authority-floor")
+	noop := w.variant("noop")
+	for _, v := range w.variants {
+		detail := fmt.Sprintf("%d per-request callbacks exported (Envoy calls each); measured entries include proxy_on_memory_allocate: %s",
+			v.mod.EntriesPerRequest(), v.breakdown(v.guestByName))
+		if v.filter {
+			detail += fmt.Sprintf("; %d callbacks fewer than the floors: the filter exports only what it needs (lean set)",
+				noop.mod.EntriesPerRequest()-v.mod.EntriesPerRequest())
+		}
+		row("guest entries/request", v.name, fmt.Sprintf("%d exported, %.2f measured", v.mod.EntriesPerRequest(), v.perRequest(v.guestEntries)), detail)
+	}
+	for _, v := range w.variants {
+		row("host calls/request", v.name, fmt.Sprintf("%.2f", v.perRequest(v.hostCalls)), v.breakdown(v.hostByName))
+	}
+	for _, v := range w.variants {
+		m1, m2 := v.mem[o.mem1], v.mem[o.mem2]
+		row("linear memory", v.name, fmt.Sprintf("%s after %s, %s after %s", mib(uint64(m1)), mem1, mib(uint64(m2)), mem2),
+			fmt.Sprintf("growth %+.2f MiB", (float64(m2)-float64(m1))/(1<<20)))
+	}
+	for _, v := range w.variants {
+		if v.filter {
+			row("ratio linear memory", v.name+" / authority-floor", fmt.Sprintf("%.3f", float64(v.mem[o.mem2])/float64(floor.mem[o.mem2])),
+				"after "+mem2)
+		}
+	}
+	for _, v := range w.variants {
+		if v.filter {
+			detail, ok := v.countCheck()
+			verdict := "all counted"
+			if !ok {
+				verdict = fmt.Sprintf("%d missing", int64(v.requests)-v.delivered.Load())
+			}
+			row("requests counted", v.name, verdict, detail)
+		}
+	}
+	for _, hp := range r.hot {
+		row("native hot path", "key_source "+hp.name, fmt.Sprintf("%.0f allocs/request", hp.allocs),
+			fmt.Sprintf("%.1f ns/op; %s", hp.nsOp, hp.what))
+	}
+	fb := r.flush
+	keys := count(o.keys)
+	flushRow := func(what string, ds []time.Duration, detail string) {
+		s := durationSpread(ds)
+		row("native flush, "+keys+" keys", what, ms(time.Duration(s.Median)),
+			fmt.Sprintf("median of %d; min–max %s–%s; %s", s.N, ms(time.Duration(s.Min)), ms(time.Duration(s.Max)), detail))
+	}
+	flushRow("encode single", fb.encodeSingle, fmt.Sprintf("%s AppendFields into a reused buffer, %d bytes in all", keys, fb.bytesSingle))
+	flushRow("encode batch", fb.encodeBatch, fmt.Sprintf("one AppendBatchJSON, %d bytes", fb.bytesBatch))
+	flushRow("Flusher.Tick single", fb.tickSingle, "evict pass + encode + no-op dispatch per key")
+	flushRow("Flusher.Tick batch", fb.tickBatch, "evict pass + collect + encode + one no-op dispatch")
+	for _, g := range r.guestFlush {
+		subject := "filter header, " + g.mode
+		if len(g.tick) == 0 {
+			row("guest flush, "+keys+" keys", subject, "no timed run", g.problems())
+			continue
+		}
+		s := durationSpread(g.tick)
+		a := durationSpread(g.tickAnswered)
+		detail := fmt.Sprintf("proxy_on_tick, median of %d (min–max %s–%s); %s until every answer is delivered; %d calls, %d body bytes",
+			s.N, ms(time.Duration(s.Min)), ms(time.Duration(s.Max)), ms(time.Duration(a.Median)), g.calls, g.bodyBytes)
+		if !g.ok() {
+			detail += "; " + g.problems()
+		}
+		row("guest flush, "+keys+" keys", subject, ms(time.Duration(s.Median)), detail)
+	}
+	for _, m := range r.sizes {
+		what := m.name + ".wasm"
+		if m.name == "filter" {
+			what = "filter.wasm (as `make build` ships it)"
+		}
+		row("module size", what, fmt.Sprintf("%s raw", groupf(float64(m.raw))),
+			fmt.Sprintf("%s gzipped (best compression)", groupf(float64(m.gzip))))
+	}
+	row("wall time", "this run", r.wall.Round(time.Second).String(), phaseSummary())
+
+	var g strings.Builder
+	pass := true
+	target := func(ok bool, format string, args ...any) {
+		mark := "PASS"
+		if !ok {
+			mark, pass = "MISS", false
+		}
+		fmt.Fprintf(&g, "- %s: %s\n", mark, fmt.Sprintf(format, args...))
+	}
+	ra := summarize(w.ratios[ratioSpecs[0].name])
+	target(ra.Median <= targetAuthority, "filter authority ≤ %.2f × authority-floor: %.3f (per-round %.3f–%.3f)", targetAuthority, ra.Median, ra.Min, ra.Max)
+	rs := summarize(w.ratios[ratioSpecs[2].name])
+	target(rs.Median <= targetStatic, "filter static ≤ %.2f × noop: %.3f (per-round %.3f–%.3f)", targetStatic, rs.Median, rs.Min, rs.Max)
+	for _, v := range w.variants {
+		if !v.filter {
+			continue
+		}
+		m1, m2 := v.mem[o.mem1], v.mem[o.mem2]
+		target(int64(m2)-int64(m1) <= targetMemGrowth, "%s memory after %s ≤ after %s + 1 MiB: %s vs %s", v.name, mem2, mem1, mib(uint64(m2)), mib(uint64(m1)))
+		ratio := float64(m2) / float64(floor.mem[o.mem2])
+		target(ratio <= targetMemRatio, "%s memory after %s ≤ %.2f × authority-floor's: %.3f (%s vs %s)", v.name, mem2, targetMemRatio, ratio, mib(uint64(m2)), mib(uint64(floor.mem[o.mem2])))
+	}
+	for _, v := range w.variants {
+		if v.filter {
+			detail, ok := v.countCheck()
+			target(ok, "%s counts every request it is driven (not a performance target; a correctness check of the run): %s", v.name, detail)
+		}
+	}
+	for _, g := range r.guestFlush {
+		detail := g.problems()
+		if detail == "" {
+			detail = fmt.Sprintf("%d runs, each flushed one count per key", g.runs+1)
+		}
+		target(g.ok(), "the filter (%s mode) flushes %s keys in the guest without a VM crash and with exact counts (a correctness check of the run): %s",
+			g.mode, keys, detail)
+	}
+	for _, hp := range r.hot {
+		target(hp.allocs == 0, "zero allocations per request, native key parsing + counting, key_source %s: %.0f", hp.name, hp.allocs)
+	}
+	es, eb := medianDuration(fb.encodeSingle), medianDuration(fb.encodeBatch)
+	target(es < targetFlushLimit, "%s-key flush encode < 2 ms, single: %s", keys, ms(es))
+	target(eb < targetFlushLimit, "%s-key flush encode < 2 ms, batch: %s", keys, ms(eb))
+
+	return report{table: t.String(), targets: g.String(), where: r.whereTimeGoes(), pass: pass}
+}
+
+func phaseSummary() string {
+	var parts []string
+	for _, p := range phases {
+		parts = append(parts, fmt.Sprintf("%s %v", p.name, p.d.Round(100*time.Millisecond)))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// whereTimeGoes derives the cost split from the measured rows: differences
+// between variants that differ by one thing each.
+func (r *results) whereTimeGoes() string {
+	w := r.wasm
+	med := func(name string) float64 { return summarize(w.variant(name).nsPerReq).Median }
+	ent := func(name string) float64 { v := w.variant(name); return v.perRequest(v.guestEntries) }
+	hc := func(name string) float64 { v := w.variant(name); return v.perRequest(v.hostCalls) }
+	noop, floor := med("noop"), med("authority-floor")
+	fa, fh, fs := med("filter authority"), med("filter header"), med("filter static")
+	perEntry := noop / ent("noop")
+	read := floor - noop
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	p("- Guest entries set the floor. noop does nothing per request and still costs %.0f ns for %.2f entries: %.0f ns per entry on average (wazero's call, Go's export trampoline, the SDK's context maps; context create and delete are the dearer ones).",
+		noop, ent("noop"), perEntry)
+	p("- filter static (no header read) − noop = %+.0f ns: the filter's lean export set saves %d trivial entries per request, which pays for its counting (table.Add: %.0f ns natively).",
+		fs-noop, w.variant("noop").mod.EntriesPerRequest()-w.variant("filter static").mod.EntriesPerRequest(), r.hotNs("static"))
+	p("- Reading one header costs authority-floor − noop = %.0f ns: %+.2f guest entries (the host's re-entrant proxy_on_memory_allocate for the copy), %+.2f host calls, and the garbage the copy leaves for the guest's GC.",
+		read, ent("authority-floor")-ent("noop"), hc("authority-floor")-hc("noop"))
+	p("- filter authority − filter static = %.0f ns: the same :authority read (≈ %.0f ns as above), leaving %.0f ns for counting by authority in wasm code: one memo lookup for an authority seen before (natively %.0f ns more than static; parsing every time would add %.0f ns natively, several times that in wasm).",
+		fa-fs, read, fa-fs-read, r.hotNs("authority")-r.hotNs("static"), r.hotNs("authority parsed")-r.hotNs("authority"))
+	p("- filter header − filter authority = %+.0f ns: a second header read (%+.2f guest entries, %+.2f host calls) in place of parsing an authority.",
+		fh-fa, ent("filter header")-ent("filter authority"), hc("filter header")-hc("filter authority"))
+	var clock []string
+	for _, v := range w.variants {
+		clock = append(clock, fmt.Sprintf("%s %.0f", v.name, 1e6*v.perRequest(v.hostByName["wasi_snapshot_preview1.clock_time_get"])))
+	}
+	p("- The guest's Go runtime reads the clock (wasi clock_time_get) when its scheduler runs and when the GC paces itself. Per million requests: %s. The noop's rate is the base the ABI's scheduler yields (every 256 streams) make; what a variant has above it is mostly GC cycles.",
+		strings.Join(clock, ", "))
+	var allocs []string
+	for _, v := range w.variants {
+		allocs = append(allocs, fmt.Sprintf("%s %.3f", v.name, v.perRequest(v.hostMallocs)))
+	}
+	p("- Host side: allocations of the benchmark process per request (wasmhost + wazero, not the guest): %s. Near zero means the host's own GC does not weigh on the ns figures.",
+		strings.Join(allocs, ", "))
+	var grow []string
+	for _, v := range w.variants {
+		grow = append(grow, fmt.Sprintf("%s %s → %s", v.name, mib(uint64(v.mem[r.opts.mem1])), mib(uint64(v.mem[r.opts.mem2]))))
+	}
+	p("- The guest's GC is not observable from the host (runtime/metrics live inside the module); what is: linear memory, which a Go heap never returns, so its growth bounds the live heap plus GC headroom — %s.",
+		strings.Join(grow, "; "))
+	return b.String()
+}
+
+func (r *results) hotNs(name string) float64 {
+	for _, hp := range r.hot {
+		if hp.name == name {
+			return hp.nsOp
+		}
+	}
+	return 0
+}
+
+// notesMarker starts the hand-written part of RESULTS.md: everything from it
+// on is kept when the file is rewritten.
+const notesMarker = "<!-- Everything below this line is hand-written and kept when reqcount-bench rewrites this file. -->"
+
+const defaultNotes = notesMarker + "\n\n## Notes\n\n(none yet)\n"
+
+func writeResults(path string, r *results, rep report) error {
+	notes := defaultNotes
+	old, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		if i := bytes.Index(old, []byte(notesMarker)); i >= 0 {
+			notes = string(old[i:])
+		}
+	case !errors.Is(err, os.ErrNotExist):
+		return err
+	}
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	p("# Benchmark results")
+	p("")
+	p("Written by `make bench` (`go run ./bench/cmd/reqcount-bench`); bench/README.md says what each row means.")
+	p("Everything above the Notes is regenerated on every run.")
+	p("")
+	p("- Date (UTC): %s", r.started.Format("2006-01-02 15:04:05"))
+	p("- Go: %s, %s/%s (host); modules built with the same toolchain for wasip1/wasm", runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	p("- CPU: %s, %d cores", cpuModel(), runtime.NumCPU())
+	p("- wazero: %s; proxy-wasm-go-sdk: %s (the modules' SDK, from go.mod)", depVersion("github.com/tetratelabs/wazero"), r.sdkVersion)
+	p("- Run: %d rounds × %s requests per variant after %s warm-up requests; memory checkpoints %s and %s requests; flush over %s keys, %d runs",
+		r.opts.rounds, count(r.opts.n), count(r.opts.warmup), count(r.opts.mem1), count(r.opts.mem2), count(r.opts.keys), r.opts.flushRuns)
+	p("- Wall time: %v", r.wall.Round(time.Second))
+	p("")
+	p("## Results")
+	p("")
+	b.WriteString(rep.table)
+	p("")
+	p("## Targets")
+	p("")
+	b.WriteString(rep.targets)
+	p("")
+	p("## Where the time goes")
+	p("")
+	b.WriteString(rep.where)
+	p("")
+	b.WriteString(notes)
+	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+// cpuModel is /proc/cpuinfo's first "model name", or "unknown".
+func cpuModel() string {
+	data, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "unknown"
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown"
+}
+
+// requiredVersion is the version go.mod in root requires of module path, or
+// "unknown". The SDK is compiled into the modules, not into this binary, so
+// the build info does not have it.
+func requiredVersion(root, path string) string {
+	data, err := os.ReadFile(filepath.Join(root, "go.mod"))
+	if err != nil {
+		return "unknown"
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(strings.TrimPrefix(strings.TrimSpace(line), "require "))
+		if len(f) >= 2 && f[0] == path {
+			return f[1]
+		}
+	}
+	return "unknown"
+}
+
+// depVersion is the version of module path this binary was built with.
+func depVersion(path string) string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	for _, d := range info.Deps {
+		if d.Path == path {
+			if d.Replace != nil {
+				return d.Version + " => " + d.Replace.Path + " " + d.Replace.Version
+			}
+			return d.Version
+		}
+	}
+	return "unknown"
+}

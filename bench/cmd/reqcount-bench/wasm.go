@@ -1,0 +1,560 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/reqcount/reqcount/e2e/wasmhost"
+	"github.com/reqcount/reqcount/messages"
+)
+
+// benchRequest is the one request every variant sees: a realistic header set,
+// so that header lookups walk a map of the usual size, with the key present
+// in every form the filter can read it (:authority, x-service/x-namespace).
+var benchRequest = wasmhost.Request{Headers: [][2]string{
+	{":authority", "web.shop.svc.cluster.local:8080"},
+	{":path", "/api/v1/items?page=2&size=20"},
+	{":method", "GET"},
+	{":scheme", "http"},
+	{"user-agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36"},
+	{"accept", "application/json"},
+	{"x-service", "web"},
+	{"x-namespace", "shop"},
+	{"x-request-id", "3f2b9c1e-8d4a-4b7e-9a61-2c5d7e8f9a0b"},
+}}
+
+// benchKey is what the filter variants must count benchRequest as.
+const benchKey = "web.shop"
+
+// cluster is the flush cluster of every filter variant. Its address is never
+// used: a custom Dispatch answers every call.
+const cluster = "operator"
+
+// variantSpec is one plugin configuration measured per request.
+type variantSpec struct {
+	name   string
+	module string // key into the built modules
+	config string // plugin configuration; "" for the floors
+	filter bool
+}
+
+var variantSpecs = []variantSpec{
+	{name: "noop", module: "noop"},
+	{name: "authority-floor", module: "authorityfloor"},
+	{name: "filter authority", module: "filter", filter: true,
+		config: `{"cluster":"operator","key_source":"authority"}`},
+	{name: "filter header", module: "filter", filter: true,
+		config: `{"cluster":"operator","key_source":"header"}`},
+	{name: "filter static", module: "filter", filter: true,
+		config: `{"cluster":"operator","key_source":"static","service":"web","namespace":"shop"}`},
+}
+
+// variant is a variantSpec running on its own long-lived host: one worker,
+// kept for the whole run as Envoy keeps a worker's VM for the life of the
+// listener, so garbage, GC and heap growth accumulate as they would there.
+type variant struct {
+	variantSpec
+	mod  *wasmhost.Module
+	host *wasmhost.Host
+	w    *wasmhost.Worker
+
+	requests int // driven so far, warm-up included
+
+	// Per timed round.
+	nsPerReq []float64
+
+	// Summed over the timed segments only (ticks between rounds excluded).
+	timedRequests uint64
+	guestEntries  uint64
+	hostCalls     uint64
+	hostByName    map[string]uint64
+	guestByName   map[string]uint64
+	hostMallocs   uint64 // allocations of this (native) process during the segments
+
+	// mem maps a request count checkpoint to MemorySize there.
+	mem map[int]uint32
+
+	// What the filter variants flushed, decoded from the call bodies.
+	delivered atomic.Int64
+	badKeys   atomic.Int64
+	// uncounted is the module's own tally of requests it did not count, by
+	// reason (its reqcount.requests_uncounted.* and requests_overflow metrics).
+	uncounted map[string]uint64
+}
+
+func okResponse() wasmhost.Response {
+	return wasmhost.Response{
+		Status:  200,
+		Headers: [][2]string{{"content-type", "application/json"}},
+		Body:    []byte(`{"message":"Request received successfully!"}`),
+	}
+}
+
+// newVariant starts spec's host. Ticks are manual: the benchmark calls them
+// between timed segments, never inside one. Every flush call is answered 200
+// at once, and its body decoded so the run can check that the filter counted
+// every request it was given.
+func newVariant(ctx context.Context, spec variantSpec, mod *wasmhost.Module) (*variant, error) {
+	v := &variant{variantSpec: spec, mod: mod, mem: map[int]uint32{},
+		hostByName: map[string]uint64{}, guestByName: map[string]uint64{}}
+	cfg := wasmhost.Config{
+		Workers:      1,
+		PluginConfig: []byte(spec.config),
+		Clusters:     map[string]string{cluster: ""},
+		ManualTicks:  true,
+		LogLevel:     wasmhost.LevelInfo,
+		Dispatch: func(c wasmhost.Callout, reply func(wasmhost.Response)) {
+			ms, err := messages.Decode(c.Body)
+			if err != nil {
+				v.badKeys.Add(1)
+			}
+			for _, m := range ms {
+				if m.Svc+"."+m.Namespace != benchKey {
+					v.badKeys.Add(1)
+				}
+				v.delivered.Add(int64(m.Count))
+			}
+			reply(okResponse())
+		},
+	}
+	// The worker goroutine New starts inherits these labels, so a CPU profile
+	// (-cpuprofile) splits by variant: go tool pprof -tagfocus variant=noop.
+	var h *wasmhost.Host
+	var err error
+	pprof.Do(ctx, pprof.Labels("variant", spec.name), func(ctx context.Context) {
+		h, err = wasmhost.New(ctx, mod, cfg)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", spec.name, err)
+	}
+	v.host, v.w = h, h.Worker(0)
+	return v, nil
+}
+
+// drive runs n requests on v, stopping at each memory checkpoint it crosses to
+// sample MemorySize outside the timed window. It returns the time spent in
+// Requests only.
+func (v *variant) drive(ctx context.Context, n int, checkpoints []int) (time.Duration, error) {
+	var spent time.Duration
+	for n > 0 {
+		step := n
+		next := 0
+		for _, c := range checkpoints {
+			if c > v.requests && c-v.requests <= step {
+				step, next = c-v.requests, c
+				break
+			}
+		}
+		start := time.Now()
+		if err := v.w.Requests(ctx, step, benchRequest); err != nil {
+			return spent, fmt.Errorf("%s: %w", v.name, err)
+		}
+		spent += time.Since(start)
+		v.requests += step
+		n -= step
+		if next != 0 {
+			v.mem[next] = v.w.MemorySize()
+		}
+	}
+	return spent, nil
+}
+
+// timed drives one round's segment and adds what crossed the boundary to the
+// variant's totals.
+func (v *variant) timed(ctx context.Context, n int, checkpoints []int) error {
+	runtime.GC() // every segment starts from a clean host heap
+	var ms0, ms1 runtime.MemStats
+	before := v.w.Stats()
+	runtime.ReadMemStats(&ms0)
+	spent, err := v.drive(ctx, n, checkpoints)
+	runtime.ReadMemStats(&ms1)
+	if err != nil {
+		return err
+	}
+	after := v.w.Stats()
+	v.nsPerReq = append(v.nsPerReq, float64(spent)/float64(n))
+	v.timedRequests += after.Requests - before.Requests
+	v.guestEntries += after.GuestEntries - before.GuestEntries
+	for k, c := range after.HostCalls {
+		d := c - before.HostCalls[k]
+		v.hostCalls += d
+		v.hostByName[k] += d
+	}
+	for k, c := range after.GuestCalls {
+		v.guestByName[k] += c - before.GuestCalls[k]
+	}
+	v.hostMallocs += ms1.Mallocs - ms0.Mallocs
+	return nil
+}
+
+// tick flushes a filter variant as its timer would, and waits until the
+// answers have been delivered (MemorySize runs after the queued replies).
+func (v *variant) tick(ctx context.Context) error {
+	if !v.filter {
+		return nil
+	}
+	if err := v.w.Tick(ctx); err != nil {
+		return fmt.Errorf("%s: tick: %w", v.name, err)
+	}
+	v.w.MemorySize()
+	return nil
+}
+
+// check verifies that nothing went wrong in the guest (a crash or a
+// warning makes the measurements meaningless, so the run fails) and, for the
+// filter, records what it counted: every request driven should arrive in a
+// flush message for benchKey. A shortfall is reported (a MISS in the
+// targets, with the module's own tallies of why), not hidden.
+func (v *variant) check(ctx context.Context) error {
+	if err := v.tick(ctx); err != nil {
+		return err
+	}
+	if err := v.w.Crashed(); err != nil {
+		return fmt.Errorf("%s: %w", v.name, err)
+	}
+	if warn := v.host.Logs(wasmhost.LevelWarn); len(warn) > 0 {
+		return fmt.Errorf("%s: the module logged warnings: %q", v.name, warn)
+	}
+	if v.filter {
+		v.uncounted = map[string]uint64{}
+		for _, m := range v.host.Metrics() {
+			if reason, ok := strings.CutPrefix(m.Name, "reqcount.requests_uncounted."); ok && m.Value > 0 {
+				v.uncounted[reason] = uint64(m.Value)
+			}
+		}
+		if n := v.host.Counter("reqcount.requests_overflow"); n > 0 {
+			v.uncounted["overflow"] = n
+		}
+	}
+	return nil
+}
+
+// countCheck describes what a filter variant counted against what it was
+// driven, and whether they agree.
+func (v *variant) countCheck() (string, bool) {
+	got, bad := v.delivered.Load(), v.badKeys.Load()
+	s := fmt.Sprintf("%d of %d requests counted and delivered", got, v.requests)
+	if bad > 0 {
+		s += fmt.Sprintf("; %d messages with a wrong key or an undecodable body", bad)
+	}
+	if len(v.uncounted) > 0 {
+		var reasons []string
+		for r, n := range v.uncounted {
+			reasons = append(reasons, fmt.Sprintf("%s %d", r, n))
+		}
+		sort.Strings(reasons)
+		s += "; the module tallied as uncounted: " + strings.Join(reasons, ", ")
+	}
+	return s, got == int64(v.requests) && bad == 0
+}
+
+// perRequest divides a timed total by the timed requests.
+func (v *variant) perRequest(x uint64) float64 {
+	if v.timedRequests == 0 {
+		return 0
+	}
+	return float64(x) / float64(v.timedRequests)
+}
+
+// breakdown lists per-request counts by name, largest first, for the "where
+// the time goes" section.
+func (v *variant) breakdown(m map[string]uint64) string {
+	type kv struct {
+		k string
+		n uint64
+	}
+	var kvs []kv
+	for k, n := range m {
+		if n > 0 {
+			kvs = append(kvs, kv{k, n})
+		}
+	}
+	sort.Slice(kvs, func(i, j int) bool {
+		if kvs[i].n != kvs[j].n {
+			return kvs[i].n > kvs[j].n
+		}
+		return kvs[i].k < kvs[j].k
+	})
+	s := ""
+	for i, e := range kvs {
+		if i > 0 {
+			s += ", "
+		}
+		s += fmt.Sprintf("%s %.3g", e.k, v.perRequest(e.n))
+	}
+	if s == "" {
+		s = "none"
+	}
+	return s
+}
+
+// wasmResults is what the per-request and memory phases measured.
+type wasmResults struct {
+	variants []*variant
+	// ratios per round, by name.
+	ratios map[string][]float64
+	// Memory checkpoints, ascending.
+	checkpoints []int
+}
+
+// ratioSpecs are the per-round ratios reported: numerator, denominator.
+var ratioSpecs = []struct{ name, num, den string }{
+	{"filter authority / authority-floor", "filter authority", "authority-floor"},
+	{"filter header / authority-floor", "filter header", "authority-floor"},
+	{"filter static / noop", "filter static", "noop"},
+}
+
+func (r *wasmResults) variant(name string) *variant {
+	for _, v := range r.variants {
+		if v.name == name {
+			return v
+		}
+	}
+	panic("no variant " + name)
+}
+
+// runVariants starts every variant, warms them up, runs the timed rounds
+// round-robin (rotating who goes first, so no variant always follows the
+// same neighbour), then drives each to the last memory checkpoint.
+func runVariants(ctx context.Context, o options, mods map[string]*wasmhost.Module) (*wasmResults, error) {
+	res := &wasmResults{ratios: map[string][]float64{}, checkpoints: []int{o.mem1, o.mem2}}
+	defer func() {
+		for _, v := range res.variants {
+			_ = v.host.Close(ctx)
+		}
+	}()
+	for _, spec := range variantSpecs {
+		v, err := newVariant(ctx, spec, mods[spec.module])
+		if err != nil {
+			return nil, err
+		}
+		res.variants = append(res.variants, v)
+	}
+
+	phase := startPhase("warm-up")
+	for _, v := range res.variants {
+		if _, err := v.drive(ctx, o.warmup, res.checkpoints); err != nil {
+			return nil, err
+		}
+		if err := v.tick(ctx); err != nil {
+			return nil, err
+		}
+	}
+	phase.end()
+
+	phase = startPhase(fmt.Sprintf("rounds (%d × %s requests × %d variants)", o.rounds, count(o.n), len(res.variants)))
+	for r := 0; r < o.rounds; r++ {
+		for i := range res.variants {
+			v := res.variants[(i+r)%len(res.variants)]
+			if err := v.timed(ctx, o.n, res.checkpoints); err != nil {
+				return nil, err
+			}
+		}
+		// A flush between rounds, as Envoy's timer would make about once per
+		// segment; never inside a timed segment.
+		for _, v := range res.variants {
+			if err := v.tick(ctx); err != nil {
+				return nil, err
+			}
+		}
+		for _, rs := range ratioSpecs {
+			num, den := res.variant(rs.num).nsPerReq[r], res.variant(rs.den).nsPerReq[r]
+			res.ratios[rs.name] = append(res.ratios[rs.name], num/den)
+		}
+		fmt.Fprintf(os.Stderr, "  round %d/%d:", r+1, o.rounds)
+		for _, v := range res.variants {
+			fmt.Fprintf(os.Stderr, " %s %.0f ns", v.name, v.nsPerReq[r])
+		}
+		fmt.Fprintln(os.Stderr)
+	}
+	phase.end()
+
+	phase = startPhase(fmt.Sprintf("memory (to %s requests per variant)", count(o.mem2)))
+	for {
+		moved := false
+		for _, v := range res.variants {
+			left := o.mem2 - v.requests
+			if left <= 0 {
+				continue
+			}
+			moved = true
+			if _, err := v.drive(ctx, min(left, o.n), res.checkpoints); err != nil {
+				return nil, err
+			}
+			if err := v.tick(ctx); err != nil {
+				return nil, err
+			}
+		}
+		if !moved {
+			break
+		}
+	}
+	phase.end()
+
+	for _, v := range res.variants {
+		if err := v.check(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+// guestFlush is the flush path measured inside the module: the filter
+// (key_source header, so each request can carry its own key) holding keys
+// distinct keys, timed from proxy_on_tick's entry to its return, and to the
+// last proxy_on_http_call_response of the calls it made.
+//
+// A VM crash or a flush that does not carry exactly one count per key is a
+// finding about the filter, not a failure of the benchmark: it is recorded
+// and reported (a MISS in the targets) and the run goes on.
+type guestFlush struct {
+	mode         string
+	runs         int // timed runs wanted
+	tick         []time.Duration
+	tickAnswered []time.Duration
+	calls        int64 // in the last run
+	bodyBytes    int64 // in the last run
+	// miscounts lists the runs whose flush did not carry exactly keys counts.
+	miscounts []string
+	// tallies are the module's metrics that explain a wrong flush
+	// (uncounted requests, rejected calls), when not zero.
+	tallies []string
+	// crash is the trap that ended the VM, with the run it happened in.
+	crash    error
+	crashRun int
+}
+
+// ok reports whether every run completed and flushed exactly what it counted,
+// with nothing uncounted and no call answered other than 200 in the module's
+// view (every call is answered 200).
+func (g *guestFlush) ok() bool { return g.crash == nil && len(g.miscounts) == 0 && len(g.tallies) == 0 }
+
+// problems describes what went wrong, or "".
+func (g *guestFlush) problems() string {
+	var ps []string
+	if g.crash != nil {
+		msg := g.crash.Error()
+		if i := strings.IndexByte(msg, '\n'); i >= 0 {
+			msg = msg[:i] // the first line; the wasm stack traces follow
+		}
+		ps = append(ps, fmt.Sprintf("VM crashed in run %d of %d (run 0 is the warm-up): %s", g.crashRun, g.runs, msg))
+	}
+	if len(g.miscounts) > 0 {
+		ps = append(ps, "flush wrong in "+strings.Join(g.miscounts, ", "))
+	}
+	if len(g.tallies) > 0 {
+		ps = append(ps, "the module's own tallies: "+strings.Join(g.tallies, ", "))
+	}
+	return strings.Join(ps, "; ")
+}
+
+func runGuestFlush(ctx context.Context, o options, mod *wasmhost.Module) ([]*guestFlush, error) {
+	var out []*guestFlush
+	for _, mode := range []string{"single", "batch"} {
+		g, err := guestFlushMode(ctx, o, mod, mode)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, g)
+	}
+	return out, nil
+}
+
+func guestFlushMode(ctx context.Context, o options, mod *wasmhost.Module, mode string) (*guestFlush, error) {
+	g := &guestFlush{mode: mode, runs: o.flushRuns}
+	var calls, body, counted atomic.Int64
+	h, err := wasmhost.New(ctx, mod, wasmhost.Config{
+		PluginConfig: []byte(fmt.Sprintf(`{"cluster":"operator","key_source":"header","mode":%q,"max_keys":%d}`, mode, o.keys)),
+		Clusters:     map[string]string{cluster: ""},
+		ManualTicks:  true,
+		LogLevel:     wasmhost.LevelInfo,
+		Dispatch: func(c wasmhost.Callout, reply func(wasmhost.Response)) {
+			calls.Add(1)
+			body.Add(int64(len(c.Body)))
+			if ms, err := messages.Decode(c.Body); err == nil {
+				for _, m := range ms {
+					counted.Add(int64(m.Count))
+				}
+			}
+			reply(okResponse())
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("guest flush %s: %w", mode, err)
+	}
+	defer h.Close(ctx)
+	w := h.Worker(0)
+	reqs := make([]wasmhost.Request, o.keys)
+	for i := range reqs {
+		hs := append([][2]string(nil), benchRequest.Headers...)
+		for j := range hs {
+			if hs[j][0] == "x-service" {
+				hs[j][1] = fmt.Sprintf("svc-%05d", i)
+			}
+		}
+		reqs[i] = wasmhost.Request{Headers: hs}
+	}
+	// The module pushes its metrics on each tick; a crash leaves those of
+	// the last tick.
+	defer func() {
+		for _, m := range h.Metrics() {
+			if m.Value > 0 && (strings.HasPrefix(m.Name, "reqcount.requests_uncounted.") ||
+				m.Name == "reqcount.flush.calls_rejected" || m.Name == "reqcount.flush.calls_reset" ||
+				m.Name == "reqcount.requests_overflow") {
+				g.tallies = append(g.tallies, fmt.Sprintf("%s %d", m.Name, m.Value))
+			}
+		}
+	}()
+	crashed := func(run int, err error) (*guestFlush, error) {
+		if !errors.Is(err, wasmhost.ErrCrashed) {
+			return nil, fmt.Errorf("guest flush %s: %w", mode, err)
+		}
+		g.crash, g.crashRun = err, run
+		fmt.Fprintf(os.Stderr, "  guest flush %s: %s\n", mode, g.problems())
+		return g, nil
+	}
+	for run := 0; run <= o.flushRuns; run++ { // run 0 warms up
+		for _, r := range reqs {
+			if _, err := w.Request(ctx, r); err != nil {
+				return crashed(run, err)
+			}
+		}
+		calls.Store(0)
+		body.Store(0)
+		counted.Store(0)
+		start := time.Now()
+		if err := w.Tick(ctx); err != nil {
+			return crashed(run, err)
+		}
+		tick := time.Since(start)
+		w.MemorySize() // runs after every queued answer has been delivered
+		answered := time.Since(start)
+		if err := w.Crashed(); err != nil { // in an answer, after the tick
+			return crashed(run, err)
+		}
+		wantCalls := int64(o.keys) // one per key
+		if mode == "batch" {
+			wantCalls = 1
+		}
+		if n, c := counted.Load(), calls.Load(); n != int64(o.keys) || c != wantCalls {
+			g.miscounts = append(g.miscounts, fmt.Sprintf("run %d (%d counts in %d calls for %d requests, one per key)", run, n, c, o.keys))
+		}
+		if run > 0 {
+			g.tick = append(g.tick, tick)
+			g.tickAnswered = append(g.tickAnswered, answered)
+		}
+		g.calls, g.bodyBytes = calls.Load(), body.Load()
+	}
+	if warn := h.Logs(wasmhost.LevelWarn); len(warn) > 0 && len(g.miscounts) == 0 {
+		return nil, fmt.Errorf("guest flush %s: the module logged warnings: %q", mode, warn)
+	}
+	return g, nil
+}
