@@ -45,7 +45,8 @@ func viaHeaders(svc, ns string) func(p *pluginContext) {
 	}
 }
 
-func viaStatic(p *pluginContext) { p.count(p.staticKey, key.OK) }
+// viaStatic runs the real hot path: static mode reads no header.
+func viaStatic(p *pluginContext) { p.stream.OnHttpRequestHeaders(0, true) }
 
 var hotPathCases = []hotPathCase{
 	{"authority short", `{"cluster":"c"}`, viaAuthority("web.shop"), tallyCounted, "web.shop"},
@@ -67,7 +68,7 @@ func startPlugin(t testing.TB, cfgJSON string) *pluginContext {
 	if err != nil {
 		t.Fatalf("config %s: %v", cfgJSON, err)
 	}
-	p := &pluginContext{}
+	p := (&vmContext{}).NewPluginContext(1).(*pluginContext)
 	p.start(cfg)
 	return p
 }
@@ -139,6 +140,15 @@ func TestAuthorityMemo(t *testing.T) {
 		if !ok || p.table.At(s).Pending != want {
 			t.Fatalf("%s: found %v, pending %d, want %d", k, ok, p.table.At(s).Pending, want)
 		}
+	}
+
+	// The last authority's entry goes and the same authority comes next: the
+	// last-authority shortcut must not count into the removed entry.
+	s, _ = p.table.Lookup("web.shop")
+	p.table.Remove(s)
+	p.countAuthority("web.shop")
+	if s, ok := p.table.Lookup("web.shop"); !ok || p.table.At(s).Pending != 1 {
+		t.Fatalf("web.shop after removal: found %v", ok)
 	}
 
 	// Distinct authorities beyond the memo's bound: it starts over, never grows past it.

@@ -34,10 +34,14 @@ type pluginContext struct {
 	parser  key.Parser
 	table   *table.Table
 	memo    *table.Memo // authority as sent → entry; see countAuthority
-	flusher *flush.Flusher
+	// lastAuthority and lastRef are the last authority counted and its entry.
+	lastAuthority string
+	lastRef       table.Ref
+	flusher       *flush.Flusher
 
-	// staticKey is the key counted in static mode.
+	// staticKey is the key counted in static mode, staticRef its entry.
 	staticKey []byte
+	staticRef table.Ref
 	// keyBuf is where a request's key is written: reused, so counting a known key
 	// allocates nothing.
 	keyBuf [key.MaxLen]byte

@@ -34,7 +34,19 @@ func (h *httpContext) OnHttpRequestHeaders(int, bool) types.Action {
 	var reason key.Reason
 	switch p.cfg.KeySource {
 	case config.KeySourceStatic:
-		k = p.staticKey // reads no header at all
+		// Reads no header at all. The entry's Ref spares the map lookup; it goes
+		// stale when a flush drops the idle entry, and is renewed then.
+		if p.table.AddRef(p.staticRef, 1) {
+			p.tallies.counted++
+			return types.ActionContinue
+		}
+		if ref, ok := p.table.AddKey(p.staticKey, 1); ok {
+			p.staticRef = ref
+			p.tallies.counted++
+		} else {
+			p.tallies.overflow++
+		}
+		return types.ActionContinue
 	case config.KeySourceHeader:
 		svc, _ := getRequestHeader(p.cfg.ServiceHeader)
 		ns := ""
@@ -55,8 +67,16 @@ func (h *httpContext) OnHttpRequestHeaders(int, bool) types.Action {
 // (the common case: clients repeat the same Host) is counted through the memo with
 // one map lookup; a new one is parsed, counted, and remembered.
 func (p *pluginContext) countAuthority(authority string) {
+	// Consecutive requests often carry the same authority: a string compare is
+	// cheaper than the memo's hash. lastAuthority may alias host-copied bytes;
+	// they are never overwritten while referenced.
+	if authority == p.lastAuthority && p.table.AddRef(p.lastRef, 1) {
+		p.tallies.counted++
+		return
+	}
 	if ref, ok := p.memo.Get(authority); ok && p.table.AddRef(ref, 1) {
 		p.tallies.counted++
+		p.lastAuthority, p.lastRef = authority, ref
 		return
 	}
 	k, reason := p.parser.AppendAuthority(p.keyBuf[:0], authority)
@@ -71,6 +91,7 @@ func (p *pluginContext) countAuthority(authority string) {
 	}
 	p.tallies.counted++
 	p.memo.Put(authority, ref)
+	p.lastAuthority, p.lastRef = authority, ref
 }
 
 // count adds one request for k, or tallies why it was not counted.
