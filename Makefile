@@ -39,8 +39,9 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	cd messages && $(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) .
 	$(GO) test -run='^$$' -fuzz='^FuzzAppendAuthority$$' -fuzztime=$(FUZZTIME) ./filter/key
 
-run: build ## serve localhost:10000 through the compiled filter; flushes print as JSON lines
-	$(GO) run ./e2e/cmd/reqcount-run -wasm $(WASM) $(RUNFLAGS)
+run: build ## serve localhost:10000 through the compiled filter; flushes print as JSON lines (RUNFLAGS=-h for options)
+	$(GO) build -o build/reqcount-run ./e2e/cmd/reqcount-run
+	build/reqcount-run -wasm $(WASM) $(RUNFLAGS)
 
 run-envoy: build ## the same with a real Envoy (>= 1.33) on PATH
 	envoy/run-envoy.sh
