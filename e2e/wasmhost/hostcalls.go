@@ -436,20 +436,17 @@ func (w *Worker) readKeyValue(stack []uint64) (key, value string, st Status) {
 
 // proxy_add_header_map_value(type, key, key_size, value, value_size)
 func proxyAddHeaderMapValue(w *Worker, _ api.Module, stack []uint64) {
-	m, st := w.headerMap(MapType(u32(stack[0])))
-	if st != StatusOK {
-		status(stack, st)
-		return
-	}
-	k, v, st := w.readKeyValue(stack)
-	if st == StatusOK {
-		*m = m.add(k, v)
-	}
-	status(stack, st)
+	w.setHeaderMapValue(stack, headerMap.add)
 }
 
 // proxy_replace_header_map_value(type, key, key_size, value, value_size)
 func proxyReplaceHeaderMapValue(w *Worker, _ api.Module, stack []uint64) {
+	w.setHeaderMapValue(stack, headerMap.replace)
+}
+
+// setHeaderMapValue applies op (add or replace) to the map and key/value the
+// call names.
+func (w *Worker) setHeaderMapValue(stack []uint64, op func(headerMap, string, string) headerMap) {
 	m, st := w.headerMap(MapType(u32(stack[0])))
 	if st != StatusOK {
 		status(stack, st)
@@ -457,7 +454,7 @@ func proxyReplaceHeaderMapValue(w *Worker, _ api.Module, stack []uint64) {
 	}
 	k, v, st := w.readKeyValue(stack)
 	if st == StatusOK {
-		*m = m.replace(k, v)
+		*m = op(*m, k, v)
 	}
 	status(stack, st)
 }

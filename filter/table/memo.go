@@ -14,11 +14,7 @@ type Memo struct {
 
 // NewMemo returns a Memo that holds at most max values.
 func NewMemo(max int) *Memo {
-	hint := max
-	if hint > 1024 {
-		hint = 1024
-	}
-	return &Memo{m: make(map[string]Ref, hint), max: max}
+	return &Memo{m: make(map[string]Ref, sizeHint(max)), max: max}
 }
 
 // Get returns the Ref remembered for raw. It allocates nothing.

@@ -46,12 +46,12 @@ type Table struct {
 
 // New returns a Table that holds at most max keys.
 func New(max int) *Table {
-	hint := max
-	if hint > 1024 {
-		hint = 1024
-	}
-	return &Table{index: make(map[string]Slot, hint), max: max}
+	return &Table{index: make(map[string]Slot, sizeHint(max)), max: max}
 }
+
+// sizeHint is the initial map size for a bound of max: enough for a typical
+// worker without committing memory for the whole bound up front.
+func sizeHint(max int) int { return min(max, 1024) }
 
 // Add counts n requests for k. It returns false, counting nothing, when k is not in
 // the table and the table is full. For a key already held it allocates nothing.
