@@ -6,6 +6,7 @@ import (
 
 	"github.com/reqcount/reqcount/filter/config"
 	"github.com/reqcount/reqcount/filter/key"
+	"github.com/reqcount/reqcount/filter/table"
 )
 
 // hotPathCase is one way a request reaches the counter, as OnHttpRequestHeaders
@@ -149,6 +150,16 @@ func TestAuthorityMemo(t *testing.T) {
 	p.countAuthority("web.shop")
 	if s, ok := p.table.Lookup("web.shop"); !ok || p.table.At(s).Pending != 1 {
 		t.Fatalf("web.shop after removal: found %v", ok)
+	}
+
+	// A missing authority is "", as is the last authority of a fresh worker: the
+	// shortcut must not count it into the first key's entry.
+	p = startPlugin(t, `{"cluster":"c"}`)
+	p.countAuthority("web.shop")
+	p.lastAuthority, p.lastRef = "", table.Ref{} // as before any request
+	p.countAuthority("")
+	if s, _ := p.table.Lookup("web.shop"); p.table.At(s).Pending != 1 || p.tallies.uncounted[key.Missing] != 1 {
+		t.Fatalf("missing authority: web.shop pending %d, uncounted %d", p.table.At(s).Pending, p.tallies.uncounted[key.Missing])
 	}
 
 	// Distinct authorities beyond the memo's bound: it starts over, never grows past it.

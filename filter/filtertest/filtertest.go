@@ -318,6 +318,15 @@ func keyScenarios() []Scenario {
 			expectSent(t, h)
 			expectCounter(t, h, MetricUncounted+"missing", 1)
 		}},
+		Scenario{Name: "key/missing authority after a counted one", Run: func(t testing.TB, h Host) {
+			start(t, h, cfg(""))
+			h.Request(Authority("web.shop"))
+			h.Request([][2]string{{"x-other", "1"}})
+			h.Request(Authority(""))
+			h.Tick()
+			expectSent(t, h, msg(1, "web", "shop"))
+			expectCounter(t, h, MetricUncounted+"missing", 2)
+		}},
 		Scenario{Name: "key/default_namespace and cluster_domain", Run: func(t testing.TB, h Host) {
 			start(t, h, cfg(`"default_namespace":"apps","cluster_domain":"corp.example"`))
 			h.Request(Authority("web"))

@@ -28,6 +28,11 @@ func TestAddRef(t *testing.T) {
 		{"ref of a removed entry counts nothing", func() bool { s, _ := tb.Lookup("a.ns"); tb.Remove(s); return tb.AddRef(a, 1) }, false, 0, false},
 		{"ref of a reused slot counts nothing", func() bool { tb.Add([]byte("b.ns"), 1); return tb.AddRef(a, 1) }, false, 0, false},
 		{"zero ref of an empty slot counts nothing", func() bool { return table.New(1).AddRef(table.Ref{}, 1) }, false, 0, false},
+		{"zero ref of a live first slot counts nothing", func() bool {
+			t1 := table.New(1)
+			t1.Add([]byte("x.ns"), 1)
+			return t1.AddRef(table.Ref{}, 1)
+		}, false, 0, false},
 	}
 	for _, tc := range tests {
 		if got := tc.op(); got != tc.wantOK {

@@ -28,7 +28,8 @@ func (e *Entry) Namespace() string { _, ns := key.Split(e.Key); return ns }
 type Slot int32
 
 // Ref names the entry in a slot at one point of the slot's life: once that
-// entry is removed, the Ref no longer matches, even if the slot is reused.
+// entry is removed, the Ref no longer matches, even if the slot is reused. The
+// zero Ref matches no entry.
 type Ref struct {
 	slot Slot
 	gen  uint32
@@ -77,7 +78,7 @@ func (t *Table) AddKey(k []byte, n uint64) (Ref, bool) {
 		s = Slot(len(t.entries))
 		t.entries = append(t.entries, Entry{})
 		t.live = append(t.live, false)
-		t.gens = append(t.gens, 0)
+		t.gens = append(t.gens, 1) // from 1: the zero Ref matches no entry
 	}
 	ks := string(k)
 	t.entries[s] = Entry{Key: ks, Pending: n}
