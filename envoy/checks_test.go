@@ -299,7 +299,7 @@ func TestChecksFail(t *testing.T) {
 		{
 			name: "authority left to default (the cluster name)", base: goodWasmPlugin,
 			edits:   []edit{{"    authority: elasti-operator-controller-service.elasti.svc.cluster.local:8013\n", ""}},
-			wantErr: "spec.pluginConfig.authority",
+			wantErr: `field "authority": defaults to cluster`, // config.Parse refuses it first
 		},
 	}
 	for _, tt := range tests {

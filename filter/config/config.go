@@ -272,8 +272,12 @@ func (d *document) validate() (Config, error) {
 		return Config{}, fieldErr("cluster", "%q has spaces, control or non-ASCII characters", c.Cluster)
 	}
 	c.Authority = str(d.Authority, c.Cluster)
-	if c.Authority == "" || !printable(c.Authority) {
-		return Config{}, fieldErr("authority", "%q is not a usable :authority", c.Authority)
+	if !isAuthority(c.Authority) {
+		if d.Authority == nil {
+			// An Istio cluster name (outbound|8013||host) is no valid :authority.
+			return Config{}, fieldErr("authority", "defaults to cluster %q, which is not a valid :authority: set \"authority\" (host or host:port)", c.Cluster)
+		}
+		return Config{}, fieldErr("authority", "%q is not a valid :authority (host or host:port)", c.Authority)
 	}
 	if !strings.HasPrefix(c.Path, "/") || !printable(c.Path) {
 		return Config{}, fieldErr("path", "%q must start with '/' and have no spaces, control or non-ASCII characters", c.Path)
@@ -374,6 +378,24 @@ func millis(field string, p *string, def time.Duration) (time.Duration, error) {
 func printable(s string) bool {
 	for i := 0; i < len(s); i++ {
 		if s[i] <= ' ' || s[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// isAuthority reports whether s can be an HTTP :authority: RFC 3986's host
+// characters (reg-name, IP literal) and a port.
+func isAuthority(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte("-._~%!$&'()*+,;=:[]", c) >= 0:
+		default:
 			return false
 		}
 	}

@@ -140,6 +140,9 @@ func TestRefused(t *testing.T) {
 		{"trailing comma", `{"cluster":"c"},`, ""},
 		{"larger than MaxConfigSize", padTo(`{"cluster":"c"}`, config.MaxConfigSize+1), ""},
 
+		{"authority defaulted from an Istio cluster name", `{"cluster":"outbound|8013||op.elasti.svc.cluster.local"}`, "authority"},
+		{"authority with a space", `{"cluster":"c","authority":"a b"}`, "authority"},
+		{"authority with a pipe", `{"cluster":"c","authority":"a|b"}`, "authority"},
 		{"unknown field", `{` + c + `,"clusterr":"x"}`, "clusterr"},
 		{"unknown field first", `{"flush":"1s",` + c + `}`, "flush"},
 		{"field in another case", `{"Cluster":"c"}`, "Cluster"},
