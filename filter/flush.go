@@ -13,6 +13,7 @@ func (p *pluginContext) OnTick() {
 	if !p.started || p.draining {
 		return
 	}
+	p.logFailedCalls()
 	before := p.flusher.Stats()
 	p.flusher.Tick()
 	after := p.flusher.Stats()
@@ -49,16 +50,26 @@ func (p *pluginContext) onResponse(id uint64, numHeaders int) {
 		}
 	}
 	p.flusher.Done(id, outcome, status)
-	switch outcome {
-	case flush.Reset:
-		proxywasm.LogWarnf("reqcount: call to cluster %q was reset; its counts go out again", p.cfg.Cluster)
-	case flush.Rejected:
-		proxywasm.LogWarnf("reqcount: cluster %q answered :status %d; the counts go out again", p.cfg.Cluster, status)
-	}
 	if p.draining && p.flusher.InFlight() == 0 {
 		p.reportShutdown()
 		proxywasm.PluginDone()
 	}
+}
+
+// logFailedCalls logs, once per tick, the calls that failed since the last one:
+// a collector outage with thousands of keys is one warning per flush interval,
+// not one per call.
+func (p *pluginContext) logFailedCalls() {
+	s := p.flusher.Stats()
+	rejected, reset := s.CallsRejected-p.logged.CallsRejected, s.CallsReset-p.logged.CallsReset
+	if rejected > 0 {
+		proxywasm.LogWarnf("reqcount: cluster %q refused %d calls (last :status %d); their counts go out again",
+			p.cfg.Cluster, rejected, s.LastStatus)
+	}
+	if reset > 0 {
+		proxywasm.LogWarnf("reqcount: %d calls to cluster %q were reset; their counts go out again", reset, p.cfg.Cluster)
+	}
+	p.logged = s
 }
 
 // statusOf returns the :status of a response, or 0 if it has none that parses.
@@ -92,6 +103,7 @@ func (p *pluginContext) OnPluginDone() bool {
 
 // reportShutdown pushes the metrics a last time and logs what could not be delivered.
 func (p *pluginContext) reportShutdown() {
+	p.logFailedCalls()
 	p.pushMetrics()
 	if lost := p.flusher.Pending(); lost > 0 {
 		proxywasm.LogWarnf("reqcount: shutting down with %d counted requests not delivered to cluster %q", lost, p.cfg.Cluster)

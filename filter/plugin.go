@@ -55,6 +55,8 @@ type pluginContext struct {
 	metrics  metrics
 	callHdrs [][2]string
 	draining bool
+	// logged is the flusher's stats at the last failure log (logFailedCalls).
+	logged flush.Stats
 }
 
 // OnPluginStart reads and validates the configuration. A refused configuration

@@ -58,7 +58,7 @@ type Stats struct {
 	CountsSent, CountsDelivered, CountsRequeued uint64
 	// KeysEvicted counts idle keys dropped from the table.
 	KeysEvicted uint64
-	// LastStatus is the :status of the last answer that was not 2xx (0: a reset).
+	// LastStatus is the :status of the last non-2xx answer (resets have none).
 	LastStatus int
 	// LastDispatchError is the last error the host gave when starting a call.
 	LastDispatchError error
@@ -208,7 +208,6 @@ func (f *Flusher) Done(id uint64, o Outcome, status int) {
 		f.stats.LastStatus = status
 	default:
 		f.stats.CallsReset++
-		f.stats.LastStatus = 0
 	}
 	f.settle(id, c, o == Delivered)
 	if f.draining && o == Delivered {

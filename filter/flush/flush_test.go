@@ -329,7 +329,7 @@ func TestLastStatus(t *testing.T) {
 		{flush.Rejected, 503, 503},
 		{flush.Delivered, 200, 503}, // a 2xx does not overwrite the last failure
 		{flush.Rejected, 404, 404},
-		{flush.Reset, 0, 0},
+		{flush.Reset, 0, 404}, // a reset has no status: the last one stays
 	} {
 		f.Tick()
 		c := h.take()
