@@ -432,6 +432,32 @@ func flushScenarios() []Scenario {
 			expectCounter(t, h, MetricCountsRequeued, 2)
 			expectCounter(t, h, MetricCallsDelivered, 1)
 		}},
+		{Name: "flush/failures logged once per tick", Run: func(t testing.TB, h Host) {
+			start(t, h, cfg(""))
+			for _, a := range []string{"a.ns", "b.ns", "c.ns"} {
+				h.Request(Authority(a))
+			}
+			h.Tick()
+			answerAll(h, 503)
+			h.Tick()
+			answerAll(h, 0)
+			h.Tick()
+			var refused, reset []string
+			for _, l := range h.Logs("warn") {
+				switch {
+				case strings.Contains(l, "refused"):
+					refused = append(refused, l)
+				case strings.Contains(l, "were reset"):
+					reset = append(reset, l)
+				}
+			}
+			if len(refused) != 1 || !strings.Contains(refused[0], "refused 3 calls (last :status 503)") {
+				t.Fatalf("refusal warnings %q, want one for 3 calls", refused)
+			}
+			if len(reset) != 1 || !strings.Contains(reset[0], "3 calls") {
+				t.Fatalf("reset warnings %q, want one for 3 calls", reset)
+			}
+		}},
 		{Name: "flush/4xx and 3xx are not delivered", Run: func(t testing.TB, h Host) {
 			start(t, h, cfg(""))
 			h.Request(Authority("web.shop"))
