@@ -2,6 +2,7 @@ package wasmhost
 
 import (
 	"context"
+	"errors"
 )
 
 // Request is one header-only HTTP exchange to drive through a worker.
@@ -97,12 +98,26 @@ func (w *Worker) Request(ctx context.Context, req Request) (Result, error) {
 // interleaves them with traffic. It stops at the first error, or when ctx ends
 // (checked every 256 requests).
 func (w *Worker) Requests(ctx context.Context, n int, req Request) error {
+	return w.RequestsCycle(ctx, n, []Request{req})
+}
+
+// RequestsCycle is Requests over several requests, taken in turn: request i is
+// reqs[i%len(reqs)]. It lets a benchmark vary what the module sees (several
+// hosts, say) without a round trip per request.
+func (w *Worker) RequestsCycle(ctx context.Context, n int, reqs []Request) error {
+	if len(reqs) == 0 {
+		return errors.New("wasmhost: RequestsCycle needs at least one request")
+	}
 	// Lowercase the keys once rather than per request.
-	req.Headers = lowerKeys(req.Headers)
-	req.ResponseHeaders = lowerKeys(req.ResponseHeaders)
+	cycle := make([]Request, len(reqs))
+	for i, r := range reqs {
+		r.Headers = lowerKeys(r.Headers)
+		r.ResponseHeaders = lowerKeys(r.ResponseHeaders)
+		cycle[i] = r
+	}
 	return w.do(ctx, func() error {
 		for i := 0; i < n; i++ {
-			if err := w.runRequest(&req, nil); err != nil {
+			if err := w.runRequest(&cycle[i%len(cycle)], nil); err != nil {
 				return err
 			}
 			if w.pending.Load() {

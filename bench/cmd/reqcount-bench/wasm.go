@@ -44,6 +44,34 @@ type variantSpec struct {
 	module string // key into the built modules
 	config string // plugin configuration; "" for the floors
 	filter bool
+	// hosts, if above zero, cycles the requests over that many services in
+	// :authority (svc-0.shop.svc.cluster.local:8080, …) instead of benchRequest's
+	// one, so that consecutive requests differ as on a busy worker.
+	hosts int
+}
+
+// requests returns what the variant drives, in turn.
+func (s variantSpec) requests() []wasmhost.Request {
+	if s.hosts == 0 {
+		return []wasmhost.Request{benchRequest}
+	}
+	reqs := make([]wasmhost.Request, s.hosts)
+	for i := range reqs {
+		hs := append([][2]string(nil), benchRequest.Headers...)
+		hs[0][1] = fmt.Sprintf("svc-%d.shop.svc.cluster.local:8080", i)
+		reqs[i] = wasmhost.Request{Headers: hs}
+	}
+	return reqs
+}
+
+// wantKey reports whether a flushed key is one the variant's requests carry.
+func (s variantSpec) wantKey(k string) bool {
+	if s.hosts == 0 {
+		return k == benchKey
+	}
+	var i int
+	n, err := fmt.Sscanf(k, "svc-%d.shop", &i)
+	return err == nil && n == 1 && i >= 0 && i < s.hosts && k == fmt.Sprintf("svc-%d.shop", i)
 }
 
 var variantSpecs = []variantSpec{
@@ -53,6 +81,8 @@ var variantSpecs = []variantSpec{
 		config: `{"cluster":"operator","key_source":"authority"}`},
 	{name: "filter header", module: "filter", filter: true,
 		config: `{"cluster":"operator","key_source":"header"}`},
+	{name: "filter authority, 8 hosts", module: "filter", filter: true, hosts: 8,
+		config: `{"cluster":"operator","key_source":"authority"}`},
 	{name: "filter static", module: "filter", filter: true,
 		config: `{"cluster":"operator","key_source":"static","service":"web","namespace":"shop"}`},
 }
@@ -62,6 +92,7 @@ var variantSpecs = []variantSpec{
 // listener, so garbage, GC and heap growth accumulate as they would there.
 type variant struct {
 	variantSpec
+	reqs []wasmhost.Request // spec.requests(), built once
 	mod  *wasmhost.Module
 	host *wasmhost.Host
 	w    *wasmhost.Worker
@@ -103,7 +134,7 @@ func okResponse() wasmhost.Response {
 // at once, and its body decoded so the run can check that the filter counted
 // every request it was given.
 func newVariant(ctx context.Context, spec variantSpec, mod *wasmhost.Module) (*variant, error) {
-	v := &variant{variantSpec: spec, mod: mod, mem: map[int]uint32{},
+	v := &variant{variantSpec: spec, reqs: spec.requests(), mod: mod, mem: map[int]uint32{},
 		hostByName: map[string]uint64{}, guestByName: map[string]uint64{}}
 	cfg := wasmhost.Config{
 		Workers:      1,
@@ -117,7 +148,7 @@ func newVariant(ctx context.Context, spec variantSpec, mod *wasmhost.Module) (*v
 				v.badKeys.Add(1)
 			}
 			for _, m := range ms {
-				if m.Svc+"."+m.Namespace != benchKey {
+				if !spec.wantKey(m.Svc + "." + m.Namespace) {
 					v.badKeys.Add(1)
 				}
 				v.delivered.Add(int64(m.Count))
@@ -154,7 +185,7 @@ func (v *variant) drive(ctx context.Context, n int, checkpoints []int) (time.Dur
 			}
 		}
 		start := time.Now()
-		if err := v.w.Requests(ctx, step, benchRequest); err != nil {
+		if err := v.w.RequestsCycle(ctx, step, v.reqs); err != nil {
 			return spent, fmt.Errorf("%s: %w", v.name, err)
 		}
 		spent += time.Since(start)
@@ -309,6 +340,7 @@ type wasmResults struct {
 var ratioSpecs = []struct{ name, num, den string }{
 	{"filter authority / authority-floor", "filter authority", "authority-floor"},
 	{"filter header / authority-floor", "filter header", "authority-floor"},
+	{"filter authority, 8 hosts / authority-floor", "filter authority, 8 hosts", "authority-floor"},
 	{"filter static / noop", "filter static", "noop"},
 }
 
