@@ -5,6 +5,7 @@ import (
 
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm"
 
+	"github.com/reqcount/reqcount/filter/flush"
 	"github.com/reqcount/reqcount/filter/key"
 )
 
@@ -12,21 +13,29 @@ import (
 // prefix; Prometheus sees them as envoy_wasmcustom_reqcount_… (dots become
 // underscores). Every worker defines the same names, so each is a process total.
 const (
-	metricCounted        = "reqcount.requests_counted"
-	metricUncounted      = "reqcount.requests_uncounted." // + key.Reason, e.g. ip_literal
-	metricOverflow       = "reqcount.requests_overflow"
-	metricKeys           = "reqcount.keys"
-	metricCallsSent      = "reqcount.flush.calls_sent"
-	metricCallsDelivered = "reqcount.flush.calls_delivered"
-	metricCallsRejected  = "reqcount.flush.calls_rejected"
-	metricCallsReset     = "reqcount.flush.calls_reset"
-	metricCallsAbandoned = "reqcount.flush.calls_abandoned"
-	metricDispatchErrors = "reqcount.flush.dispatch_errors"
-	metricCountsSent     = "reqcount.flush.counts_sent"
-	metricCountsDeliv    = "reqcount.flush.counts_delivered"
-	metricCountsRequeued = "reqcount.flush.counts_requeued"
-	metricKeysEvicted    = "reqcount.keys_evicted"
+	metricUncounted = "reqcount.requests_uncounted." // + key.Reason, e.g. ip_literal
+	metricKeys      = "reqcount.keys"
 )
+
+// counterSpecs are the filter's counters: each name and the running total it
+// reports, read from the hot path's tallies or the flusher's stats.
+var counterSpecs = []struct {
+	name  string
+	total func(t *tallies, s *flush.Stats) uint64
+}{
+	{"reqcount.requests_counted", func(t *tallies, _ *flush.Stats) uint64 { return t.counted }},
+	{"reqcount.requests_overflow", func(t *tallies, _ *flush.Stats) uint64 { return t.overflow }},
+	{"reqcount.flush.calls_sent", func(_ *tallies, s *flush.Stats) uint64 { return s.CallsSent }},
+	{"reqcount.flush.calls_delivered", func(_ *tallies, s *flush.Stats) uint64 { return s.CallsDelivered }},
+	{"reqcount.flush.calls_rejected", func(_ *tallies, s *flush.Stats) uint64 { return s.CallsRejected }},
+	{"reqcount.flush.calls_reset", func(_ *tallies, s *flush.Stats) uint64 { return s.CallsReset }},
+	{"reqcount.flush.calls_abandoned", func(_ *tallies, s *flush.Stats) uint64 { return s.CallsAbandoned }},
+	{"reqcount.flush.dispatch_errors", func(_ *tallies, s *flush.Stats) uint64 { return s.DispatchErrors }},
+	{"reqcount.flush.counts_sent", func(_ *tallies, s *flush.Stats) uint64 { return s.CountsSent }},
+	{"reqcount.flush.counts_delivered", func(_ *tallies, s *flush.Stats) uint64 { return s.CountsDelivered }},
+	{"reqcount.flush.counts_requeued", func(_ *tallies, s *flush.Stats) uint64 { return s.CountsRequeued }},
+	{"reqcount.keys_evicted", func(_ *tallies, s *flush.Stats) uint64 { return s.KeysEvicted }},
+}
 
 // counter is an Envoy counter and the part of a running total already pushed to it.
 type counter struct {
@@ -44,14 +53,10 @@ func (c *counter) push(total uint64) {
 
 // metrics are the filter's Envoy metrics, updated once per tick.
 type metrics struct {
-	counted, overflow                          counter
-	uncounted                                  [key.NumReasons]counter
-	callsSent, callsDelivered, callsRejected   counter
-	callsReset, callsAbandoned, dispatchErrors counter
-	countsSent, countsDelivered, countsRequeue counter
-	keysEvicted                                counter
-	keys                                       proxywasm.MetricGauge
-	keysPushed                                 int64
+	counters   []counter // one per counterSpecs entry
+	uncounted  [key.NumReasons]counter
+	keys       proxywasm.MetricGauge
+	keysPushed int64
 }
 
 // define registers every metric with Envoy. The SDK panics when the host refuses a
@@ -63,18 +68,9 @@ func (m *metrics) define() (err error) {
 			err = fmt.Errorf("%v", r)
 		}
 	}()
-	for _, c := range []struct {
-		c    *counter
-		name string
-	}{
-		{&m.counted, metricCounted}, {&m.overflow, metricOverflow},
-		{&m.callsSent, metricCallsSent}, {&m.callsDelivered, metricCallsDelivered},
-		{&m.callsRejected, metricCallsRejected}, {&m.callsReset, metricCallsReset},
-		{&m.callsAbandoned, metricCallsAbandoned}, {&m.dispatchErrors, metricDispatchErrors},
-		{&m.countsSent, metricCountsSent}, {&m.countsDelivered, metricCountsDeliv},
-		{&m.countsRequeue, metricCountsRequeued}, {&m.keysEvicted, metricKeysEvicted},
-	} {
-		c.c.id = proxywasm.DefineCounterMetric(c.name)
+	m.counters = make([]counter, len(counterSpecs))
+	for i, c := range counterSpecs {
+		m.counters[i].id = proxywasm.DefineCounterMetric(c.name)
 	}
 	for r := key.Reason(1); r < key.NumReasons; r++ {
 		m.uncounted[r].id = proxywasm.DefineCounterMetric(metricUncounted + r.String())
@@ -91,22 +87,13 @@ func (p *pluginContext) pushMetrics() {
 			proxywasm.LogWarnf("reqcount: cannot update metrics: %v", r)
 		}
 	}()
-	m, t, s := &p.metrics, &p.tallies, p.flusher.Stats()
-	m.counted.push(t.counted)
-	m.overflow.push(t.overflow)
-	for r := key.Reason(1); r < key.NumReasons; r++ {
-		m.uncounted[r].push(t.uncounted[r])
+	m, s := &p.metrics, p.flusher.Stats()
+	for i, c := range counterSpecs {
+		m.counters[i].push(c.total(&p.tallies, &s))
 	}
-	m.callsSent.push(s.CallsSent)
-	m.callsDelivered.push(s.CallsDelivered)
-	m.callsRejected.push(s.CallsRejected)
-	m.callsReset.push(s.CallsReset)
-	m.callsAbandoned.push(s.CallsAbandoned)
-	m.dispatchErrors.push(s.DispatchErrors)
-	m.countsSent.push(s.CountsSent)
-	m.countsDelivered.push(s.CountsDelivered)
-	m.countsRequeue.push(s.CountsRequeued)
-	m.keysEvicted.push(s.KeysEvicted)
+	for r := key.Reason(1); r < key.NumReasons; r++ {
+		m.uncounted[r].push(p.tallies.uncounted[r])
+	}
 	if n := int64(p.table.Len()); n != m.keysPushed {
 		m.keys.Add(n - m.keysPushed)
 		m.keysPushed = n

@@ -6,6 +6,7 @@ import (
 
 	"github.com/reqcount/reqcount/filter/config"
 	"github.com/reqcount/reqcount/filter/key"
+	"github.com/reqcount/reqcount/filter/table"
 )
 
 // httpContext counts each request once, when its headers arrive. It holds no
@@ -30,36 +31,24 @@ type tallies struct {
 // changes the request.
 func (h *httpContext) OnHttpRequestHeaders(int, bool) types.Action {
 	p := h.plugin
-	var k []byte
-	var reason key.Reason
 	switch p.cfg.KeySource {
 	case config.KeySourceStatic:
 		// Reads no header at all. The entry's Ref spares the map lookup; it goes
 		// stale when a flush drops the idle entry, and is renewed then.
-		if p.table.AddRef(p.staticRef, 1) {
-			p.tallies.counted++
-			return types.ActionContinue
+		if !p.countRef(p.staticRef) {
+			p.staticRef, _ = p.countKey(p.staticKey)
 		}
-		if ref, ok := p.table.AddKey(p.staticKey, 1); ok {
-			p.staticRef = ref
-			p.tallies.counted++
-		} else {
-			p.tallies.overflow++
-		}
-		return types.ActionContinue
 	case config.KeySourceHeader:
 		svc, _ := getRequestHeader(p.cfg.ServiceHeader)
 		ns := ""
 		if svc != "" {
 			ns, _ = getRequestHeader(p.cfg.NamespaceHeader)
 		}
-		k, reason = p.parser.AppendHeaders(p.keyBuf[:0], svc, ns)
+		p.count(p.parser.AppendHeaders(p.keyBuf[:0], svc, ns))
 	default:
 		authority, _ := getRequestHeader(":authority")
 		p.countAuthority(authority)
-		return types.ActionContinue
 	}
-	p.count(k, reason)
 	return types.ActionContinue
 }
 
@@ -70,38 +59,48 @@ func (p *pluginContext) countAuthority(authority string) {
 	// Consecutive requests often carry the same authority: a string compare is
 	// cheaper than the memo's hash. lastAuthority may alias host-copied bytes;
 	// they are never overwritten while referenced.
-	if authority == p.lastAuthority && p.table.AddRef(p.lastRef, 1) {
-		p.tallies.counted++
+	if authority == p.lastAuthority && p.countRef(p.lastRef) {
 		return
 	}
-	if ref, ok := p.memo.Get(authority); ok && p.table.AddRef(ref, 1) {
-		p.tallies.counted++
-		p.lastAuthority, p.lastRef = authority, ref
-		return
+	ref, ok := p.memo.Get(authority)
+	if !ok || !p.countRef(ref) {
+		k, reason := p.parser.AppendAuthority(p.keyBuf[:0], authority)
+		if ref, ok = p.count(k, reason); !ok {
+			return
+		}
+		p.memo.Put(authority, ref)
 	}
-	k, reason := p.parser.AppendAuthority(p.keyBuf[:0], authority)
-	if reason != key.OK {
-		p.tallies.uncounted[reason]++
-		return
-	}
-	ref, ok := p.table.AddKey(k, 1)
-	if !ok {
-		p.tallies.overflow++
-		return
-	}
-	p.tallies.counted++
-	p.memo.Put(authority, ref)
 	p.lastAuthority, p.lastRef = authority, ref
 }
 
-// count adds one request for k, or tallies why it was not counted.
-func (p *pluginContext) count(k []byte, reason key.Reason) {
-	switch {
-	case reason != key.OK:
+// count adds one request for k, or tallies why it was not counted. It returns
+// the entry counted into, and false if the request was not counted.
+func (p *pluginContext) count(k []byte, reason key.Reason) (table.Ref, bool) {
+	if reason != key.OK {
 		p.tallies.uncounted[reason]++
-	case p.table.Add(k, 1):
+		return table.Ref{}, false
+	}
+	return p.countKey(k)
+}
+
+// countKey adds one request for k, adding k to the table if new; a full table
+// tallies an overflow and returns false.
+func (p *pluginContext) countKey(k []byte) (table.Ref, bool) {
+	ref, ok := p.table.AddKey(k, 1)
+	if ok {
 		p.tallies.counted++
-	default:
+	} else {
 		p.tallies.overflow++
 	}
+	return ref, ok
+}
+
+// countRef adds one request to the entry ref names and returns true, or returns
+// false, counting nothing, if that entry is gone.
+func (p *pluginContext) countRef(ref table.Ref) bool {
+	if !p.table.AddRef(ref, 1) {
+		return false
+	}
+	p.tallies.counted++
+	return true
 }

@@ -42,6 +42,23 @@ func guardHostCall(idx int, full string, atStart, inMalloc bool, impl hostFunc) 
 
 func u32(v uint64) uint32 { return uint32(v) }
 
+// putU32 writes a 32-bit word the guest asked for; InvalidMemoryAccess if ptr is
+// outside its memory.
+func (w *Worker) putU32(ptr uint32, v uint32) Status {
+	if !w.mem.WriteUint32Le(ptr, v) {
+		return StatusInvalidMemoryAccess
+	}
+	return StatusOK
+}
+
+// putU64 is putU32 for a 64-bit word.
+func (w *Worker) putU64(ptr uint32, v uint64) Status {
+	if !w.mem.WriteUint64Le(ptr, v) {
+		return StatusInvalidMemoryAccess
+	}
+	return StatusOK
+}
+
 func status(stack []uint64, s Status) { stack[0] = uint64(s) }
 
 // read returns a view of guest memory (valid until the guest next runs).
@@ -175,11 +192,7 @@ func proxyLog(w *Worker, _ api.Module, stack []uint64) {
 
 // proxy_get_log_level(*level)
 func proxyGetLogLevel(w *Worker, _ api.Module, stack []uint64) {
-	if !w.mem.WriteUint32Le(u32(stack[0]), uint32(w.h.cfg.LogLevel)) {
-		status(stack, StatusInvalidMemoryAccess)
-		return
-	}
-	status(stack, StatusOK)
+	status(stack, w.putU32(u32(stack[0]), uint32(w.h.cfg.LogLevel)))
 }
 
 // proxy_get_status(*code, **msg, *msg_size): Envoy reports the status of the
@@ -295,11 +308,7 @@ func proxyGetSharedData(w *Worker, _ api.Module, stack []uint64) {
 		status(stack, st)
 		return
 	}
-	if !w.mem.WriteUint32Le(u32(stack[4]), cas) {
-		status(stack, StatusInvalidMemoryAccess)
-		return
-	}
-	status(stack, StatusOK)
+	status(stack, w.putU32(u32(stack[4]), cas))
 }
 
 // proxy_set_shared_data(key, key_size, value, value_size, cas)
@@ -321,11 +330,7 @@ func proxyRegisterSharedQueue(w *Worker, _ api.Module, stack []uint64) {
 		return
 	}
 	token := w.h.queues.register(w, w.h.cfg.VMID, string(name))
-	if !w.mem.WriteUint32Le(u32(stack[2]), token) {
-		status(stack, StatusInvalidMemoryAccess)
-		return
-	}
-	status(stack, StatusOK)
+	status(stack, w.putU32(u32(stack[2]), token))
 }
 
 // proxy_resolve_shared_queue(vm_id, vm_id_size, name, name_size, *token)
@@ -341,11 +346,7 @@ func proxyResolveSharedQueue(w *Worker, _ api.Module, stack []uint64) {
 		status(stack, StatusNotFound)
 		return
 	}
-	if !w.mem.WriteUint32Le(u32(stack[4]), token) {
-		status(stack, StatusInvalidMemoryAccess)
-		return
-	}
-	status(stack, StatusOK)
+	status(stack, w.putU32(u32(stack[4]), token))
 }
 
 // proxy_dequeue_shared_queue(token, **data, *data_size)
@@ -514,11 +515,7 @@ func proxyGetHeaderMapSize(w *Worker, _ api.Module, stack []uint64) {
 		status(stack, st)
 		return
 	}
-	if !w.mem.WriteUint32Le(u32(stack[1]), uint32(m.byteSize())) {
-		status(stack, StatusInvalidMemoryAccess)
-		return
-	}
-	status(stack, StatusOK)
+	status(stack, w.putU32(u32(stack[1]), uint32(m.byteSize())))
 }
 
 // buffer returns a readable buffer, as Envoy's Context::getBuffer: the VM
@@ -596,11 +593,7 @@ func proxySetTickPeriod(w *Worker, _ api.Module, stack []uint64) {
 
 // proxy_get_current_time_nanoseconds(*time)
 func proxyGetCurrentTime(w *Worker, _ api.Module, stack []uint64) {
-	if !w.mem.WriteUint64Le(u32(stack[0]), uint64(time.Now().UnixNano())) {
-		status(stack, StatusInvalidMemoryAccess)
-		return
-	}
-	status(stack, StatusOK)
+	status(stack, w.putU64(u32(stack[0]), uint64(time.Now().UnixNano())))
 }
 
 // Metric ids carry their type in the low two bits, as Envoy's do
@@ -631,11 +624,7 @@ func proxyDefineMetric(w *Worker, _ api.Module, stack []uint64) {
 	m := w.h.metrics.define(t, string(name))
 	id := metricID(len(w.metricsByID), t)
 	w.metricsByID = append(w.metricsByID, m)
-	if !w.mem.WriteUint32Le(u32(stack[3]), id) {
-		status(stack, StatusInvalidMemoryAccess)
-		return
-	}
-	status(stack, StatusOK)
+	status(stack, w.putU32(u32(stack[3]), id))
 }
 
 // proxy_increment_metric(id, offset i64): Envoy adds a positive offset to a
@@ -694,11 +683,7 @@ func proxyGetMetric(w *Worker, _ api.Module, stack []uint64) {
 		status(stack, StatusBadArgument)
 		return
 	}
-	if !w.mem.WriteUint64Le(u32(stack[1]), uint64(m.value.Load())) {
-		status(stack, StatusInvalidMemoryAccess)
-		return
-	}
-	status(stack, StatusOK)
+	status(stack, w.putU64(u32(stack[1]), uint64(m.value.Load())))
 }
 
 // proxy_set_effective_context(id): the root or the active stream.

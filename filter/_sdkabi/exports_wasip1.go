@@ -47,13 +47,13 @@ func exportABIVersion() { proxyABIVersion() }
 //     variable keeps the whole block alive meanwhile; afterwards the SDK's
 //     pointer (an interior pointer, which Go's GC honours) does.
 //
-// refillArena replaces a low arena at the start of every other callback,
-// where a GC is allowed. Blocks are never reused, so a string the SDK built
+// refillArena replaces a low arena at the start of every callback that runs
+// plugin code, where a GC is allowed. Blocks are never reused, so a string the SDK built
 // over arena bytes stays valid for as long as it is referenced; a retired
 // block is freed by the GC once nothing points into it.
 const (
 	arenaSize = 64 << 10
-	// arenaLow is the free space every callback starts with: more than the
+	// arenaLow is the free space such a callback starts with: more than the
 	// host copies in for one callback in practice (a few header values, a
 	// call response), so malloc normally never falls back to the heap.
 	arenaLow = 16 << 10
@@ -79,7 +79,8 @@ var (
 func init() { arena = make([]byte, arenaSize) }
 
 // refillArena gives the arena at least arenaLow free bytes. Called at the
-// start of every callback except proxy_on_memory_allocate.
+// start of every callback that runs plugin code (so all but
+// proxy_on_memory_allocate, proxy_on_delete and the ABI version marker).
 func refillArena() {
 	if len(arena)-arenaOff < arenaLow {
 		arena, arenaOff = make([]byte, arenaSize), 0
@@ -148,7 +149,7 @@ func exportOnDone(contextID uint32) bool {
 
 //go:wasmexport proxy_on_delete
 func exportOnDelete(contextID uint32) {
-	refillArena()
+	// No refillArena: the SDK runs no plugin code here, so nothing is copied in.
 	proxyOnDelete(contextID)
 	deletes++
 	if deletes%yieldEvery == 0 {

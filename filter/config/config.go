@@ -164,7 +164,6 @@ func Parse(data []byte) (Config, error) {
 	}
 	var doc document
 	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
 	if err := dec.Decode(&doc); err != nil {
 		return Config{}, decodeError(err)
 	}
@@ -181,19 +180,16 @@ var fieldNames = map[string]bool{
 	"default_namespace": true, "cluster_domain": true, "max_keys": true,
 }
 
-// checkFieldNames refuses a field whose name is not spelled exactly as documented
-// (encoding/json would match "Cluster" to "cluster") and a field given twice. A
+// checkFieldNames refuses an unknown field, a field whose name is not spelled
+// exactly as documented (encoding/json would match "Cluster" to "cluster") and a
+// field given twice. It is the only check for unknown fields. A
 // document that is not a JSON object is left for the full decode to describe.
 func checkFieldNames(data []byte) error {
-	var raw map[string]json.RawMessage
-	if json.Unmarshal(data, &raw) != nil {
-		return nil
-	}
 	dec := json.NewDecoder(bytes.NewReader(data))
-	if _, err := dec.Token(); err != nil { // {
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
 		return nil
 	}
-	seen := make(map[string]bool, len(raw))
+	seen := make(map[string]bool, len(fieldNames))
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
@@ -201,7 +197,8 @@ func checkFieldNames(data []byte) error {
 		}
 		name, _ := tok.(string)
 		if !fieldNames[name] {
-			return unknownField(name)
+			return fieldErr(name, "unknown field (known: cluster, authority, path, mode, flush_interval, timeout, key_source, "+
+				"service_header, namespace_header, service, namespace, default_namespace, cluster_domain, max_keys)")
 		}
 		if seen[name] {
 			return fieldErr(name, "given more than once")
@@ -213,11 +210,6 @@ func checkFieldNames(data []byte) error {
 		}
 	}
 	return nil
-}
-
-func unknownField(name string) *Error {
-	return fieldErr(name, "unknown field (known: cluster, authority, path, mode, flush_interval, timeout, key_source, "+
-		"service_header, namespace_header, service, namespace, default_namespace, cluster_domain, max_keys)")
 }
 
 // decodeError turns encoding/json's errors into ones that name the field.
@@ -236,9 +228,6 @@ func decodeError(err error) error {
 	var syntaxErr *json.SyntaxError
 	if errors.As(err, &syntaxErr) {
 		return &Error{Reason: fmt.Sprintf("not valid JSON at byte %d: %v", syntaxErr.Offset, syntaxErr)}
-	}
-	if msg := err.Error(); strings.HasPrefix(msg, "json: unknown field ") {
-		return unknownField(strings.Trim(strings.TrimPrefix(msg, "json: unknown field "), `"`))
 	}
 	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
 		return &Error{Reason: "not valid JSON: unexpected end of input"}

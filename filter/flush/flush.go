@@ -123,11 +123,16 @@ func (f *Flusher) Tick() {
 
 // Flush sends what may be sent now. After Drain it sends nothing.
 func (f *Flusher) Flush() {
-	if f.draining {
-		return
+	if !f.draining {
+		f.send()
 	}
+}
+
+// send sends every count that is not in flight: one call per key, or one batch
+// if no batch is in flight.
+func (f *Flusher) send() {
 	if f.opts.Batch {
-		f.flushBatch()
+		f.sendBatch()
 		return
 	}
 	stop := false
@@ -135,23 +140,19 @@ func (f *Flusher) Flush() {
 		if stop || e.Pending == 0 || e.InFlight > 0 {
 			return
 		}
-		f.buf = messages.AppendFields(f.buf[:0], int(e.Pending), e.Service(), e.Namespace())
-		id := f.nextID
-		f.nextID++
-		if err := f.dispatch(f.buf, id); err != nil {
-			f.dispatchFailed(err)
+		id, ok := f.call(messages.AppendFields(f.buf[:0], int(e.Pending), e.Service(), e.Namespace()))
+		if !ok {
 			// The host refuses a call for reasons that hold for every key (unknown
 			// cluster, bad headers): stop here and try again next tick.
 			stop = true
 			return
 		}
 		f.calls[id] = call{slot: s, tick: f.tick}
-		f.stats.CallsSent++
 		f.sent(e)
 	})
 }
 
-func (f *Flusher) flushBatch() {
+func (f *Flusher) sendBatch() {
 	if f.batchID != 0 {
 		return // one batch call per worker at a time
 	}
@@ -166,30 +167,36 @@ func (f *Flusher) flushBatch() {
 	if len(f.batchSlots) == 0 {
 		return
 	}
-	f.buf = messages.AppendBatchJSON(f.buf[:0], f.batchMsgs)
-	id := f.nextID
-	f.nextID++
-	if err := f.dispatch(f.buf, id); err != nil {
-		f.dispatchFailed(err)
+	id, ok := f.call(messages.AppendBatchJSON(f.buf[:0], f.batchMsgs))
+	if !ok {
 		return
 	}
 	f.batchID = id
 	f.calls[id] = call{tick: f.tick}
-	f.stats.CallsSent++ // one call, however many keys it carries
 	for _, s := range f.batchSlots {
 		f.sent(f.t.At(s))
 	}
+}
+
+// call dispatches body as a new call and returns its id, or false if the host
+// refused to start it. body becomes the reused buffer.
+func (f *Flusher) call(body []byte) (uint64, bool) {
+	f.buf = body
+	id := f.nextID
+	f.nextID++
+	if err := f.dispatch(body, id); err != nil {
+		f.stats.DispatchErrors++
+		f.stats.LastDispatchError = err
+		return 0, false
+	}
+	f.stats.CallsSent++
+	return id, true
 }
 
 // sent moves an entry's counts into flight.
 func (f *Flusher) sent(e *table.Entry) {
 	f.stats.CountsSent += e.Pending
 	e.InFlight, e.Pending = e.Pending, 0
-}
-
-func (f *Flusher) dispatchFailed(err error) {
-	f.stats.DispatchErrors++
-	f.stats.LastDispatchError = err
 }
 
 // Done settles call id with its outcome and, for Rejected, the :status. An answer to
@@ -213,9 +220,7 @@ func (f *Flusher) Done(id uint64, o Outcome, status int) {
 	if f.draining && o == Delivered {
 		// Shutting down: counts held back only because their key was in flight go
 		// out now. A failed call is not retried, so the shutdown still ends.
-		f.draining = false
-		f.Flush()
-		f.draining = true
+		f.send()
 	}
 }
 

@@ -6,6 +6,8 @@
 // the first dot splits it again (Split).
 package key
 
+import "strings"
+
 // Reason says why a request was not counted. OK means it was.
 type Reason uint8
 
@@ -71,11 +73,11 @@ func (p *Parser) AppendAuthority(dst []byte, authority string) ([]byte, Reason) 
 		return dst, IPLiteral
 	}
 	// Split off the first two labels; rest is what follows "svc.ns.".
-	svc, rest, hasNS := cut(host)
+	svc, rest, hasNS := strings.Cut(host, ".")
 	ns := p.defaultNamespace
 	if hasNS {
 		var more bool
-		ns, rest, more = cut(rest)
+		ns, rest, more = strings.Cut(rest, ".")
 		if rest != "" && !equalFold(rest, "svc") && !equalFold(rest, p.domainSuffix) {
 			return dst, BadShape
 		}
@@ -102,12 +104,8 @@ func (p *Parser) AppendHeaders(dst []byte, service, namespace string) ([]byte, R
 
 // Split returns the service and namespace of a key written by this package.
 func Split(key string) (service, namespace string) {
-	for i := 0; i < len(key); i++ {
-		if key[i] == '.' {
-			return key[:i], key[i+1:]
-		}
-	}
-	return key, ""
+	service, namespace, _ = strings.Cut(key, ".")
+	return service, namespace
 }
 
 // hostOf strips the port and one trailing dot from an authority, and rejects the
@@ -188,16 +186,6 @@ func appendLower(dst []byte, s string) []byte {
 		dst = append(dst, c)
 	}
 	return dst
-}
-
-// cut splits s at its first dot.
-func cut(s string) (before, after string, found bool) {
-	for i := 0; i < len(s); i++ {
-		if s[i] == '.' {
-			return s[:i], s[i+1:], true
-		}
-	}
-	return s, "", false
 }
 
 // isNumeric reports whether s holds only digits and dots: an IPv4 address in one of

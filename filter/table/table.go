@@ -39,7 +39,6 @@ type Ref struct {
 type Table struct {
 	index   map[string]Slot
 	entries []Entry
-	live    []bool
 	gens    []uint32 // bumped when a slot's entry is removed
 	free    []Slot
 	max     int
@@ -54,8 +53,9 @@ func New(max int) *Table {
 // worker without committing memory for the whole bound up front.
 func sizeHint(max int) int { return min(max, 1024) }
 
-// Add counts n requests for k. It returns false, counting nothing, when k is not in
-// the table and the table is full. For a key already held it allocates nothing.
+// Add counts n requests for k, which must not be empty (package key never writes
+// an empty key). It returns false, counting nothing, when k is not in the table
+// and the table is full. For a key already held it allocates nothing.
 func (t *Table) Add(k []byte, n uint64) bool {
 	_, ok := t.AddKey(k, n)
 	return ok
@@ -77,12 +77,10 @@ func (t *Table) AddKey(k []byte, n uint64) (Ref, bool) {
 	} else {
 		s = Slot(len(t.entries))
 		t.entries = append(t.entries, Entry{})
-		t.live = append(t.live, false)
 		t.gens = append(t.gens, 1) // from 1: the zero Ref matches no entry
 	}
 	ks := string(k)
 	t.entries[s] = Entry{Key: ks, Pending: n}
-	t.live[s] = true
 	t.index[ks] = s
 	return Ref{s, t.gens[s]}, true
 }
@@ -91,7 +89,8 @@ func (t *Table) AddKey(k []byte, n uint64) (Ref, bool) {
 // false, counting nothing, when that entry has been removed since r was taken.
 // It is the cheapest way to count: no hashing, no key.
 func (t *Table) AddRef(r Ref, n uint64) bool {
-	if int(r.slot) >= len(t.entries) || !t.live[r.slot] || t.gens[r.slot] != r.gen {
+	// A removed entry's slot has a newer generation, whether it is free or reused.
+	if int(r.slot) >= len(t.entries) || t.gens[r.slot] != r.gen {
 		return false
 	}
 	t.entries[r.slot].Pending += n
@@ -110,7 +109,7 @@ func (t *Table) At(s Slot) *Entry { return &t.entries[s] }
 // Each calls fn for every entry held, in slot order.
 func (t *Table) Each(fn func(Slot, *Entry)) {
 	for i := range t.entries {
-		if t.live[i] {
+		if t.entries[i].Key != "" { // a free slot's key is empty
 			fn(Slot(i), &t.entries[i])
 		}
 	}
@@ -125,14 +124,13 @@ func (t *Table) Lookup(k string) (Slot, bool) {
 // Remove drops the entry in slot s and returns how many requests it still held
 // (Pending plus InFlight), so that a caller never drops counts unknowingly.
 func (t *Table) Remove(s Slot) uint64 {
-	if int(s) >= len(t.entries) || !t.live[s] {
+	if int(s) >= len(t.entries) || t.entries[s].Key == "" {
 		return 0
 	}
 	e := &t.entries[s]
 	held := e.Pending + e.InFlight
 	delete(t.index, e.Key)
 	*e = Entry{}
-	t.live[s] = false
 	t.gens[s]++
 	t.free = append(t.free, s)
 	return held
