@@ -30,8 +30,8 @@ func TestLargeFlushes(t *testing.T) {
 			h := startHost(t, wasmhost.Config{
 				PluginConfig: []byte(fmt.Sprintf(`{"cluster":"collector","mode":%q,"key_source":"header","max_keys":%d,`+
 					`"flush_interval":"100ms","wake_after":%q}`, mode, keys, tc.wake)),
-				Clusters:     map[string]string{"collector": ""},
-				ManualTicks:  true,
+				Clusters:    map[string]string{"collector": ""},
+				ManualTicks: true,
 				Dispatch: func(c wasmhost.Callout, reply func(wasmhost.Response)) {
 					ms, err := messages.Decode(c.Body)
 					mu.Lock()

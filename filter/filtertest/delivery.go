@@ -35,7 +35,7 @@ func deliveryScenarios() []Scenario {
 				t.Fatalf("want the wake-up dispatched before any tick, got %d callouts", len(cs))
 			}
 			expectSent(t, h, msg(1, "web", "shop"))
-			answerAll(h, 200) // on the root context: the stream is gone
+			answerAll(h, 200)                       // on the root context: the stream is gone
 			expectCounter(t, h, MetricDelivered, 0) // pushed at the next tick
 			h.Tick()
 			expectCounter(t, h, MetricDelivered, 1)
@@ -170,7 +170,7 @@ func deliveryScenarios() []Scenario {
 				{"/api", "kube-probe/1.31"},
 				{"/api", "Prometheus/2.53"},
 				{"/api", "curl/8"},
-				{"/health", ""}, // shorter than the prefix "/healthz"
+				{"/health", ""},     // shorter than the prefix "/healthz"
 				{"/", "kube-probe"}, // not the prefix "kube-probe/"
 			} {
 				hs := [][2]string{{":authority", "web.shop"}, {":path", r[0]}}
