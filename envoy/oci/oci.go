@@ -22,7 +22,7 @@
 //
 //   - Istio tries it first, and it is the only one of the three made entirely of
 //     the OCI image spec's standard media types. Every registry stores it and
-//     every OCI client reads it (crane, skopeo, oras, podman, docker ≥ 25), while
+//     every OCI client reads it (crane, skopeo, oras, podman), while
 //     the oci variant's custom media types are refused by some registries
 //     (solo-io/wasm spec/README.md).
 //   - The oci variant is easy to get wrong: a single-layer artifact, which is what

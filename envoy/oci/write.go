@@ -61,9 +61,8 @@ func removeLayout(dir string) error {
 // WriteArchive writes img to the file at path as one tar that two kinds of
 // reader take:
 //
-//   - an OCI image layout in a tar (what skopeo and podman call oci-archive,
-//     what docker ≥ 25 loads): the same blobs and manifest as WriteLayout, so the
-//     same manifest digest;
+//   - an OCI image layout in a tar (what skopeo and podman call oci-archive): the
+//     same blobs and manifest as WriteLayout, so the same manifest digest;
 //   - docker save's format: a manifest.json naming the config and layer blobs
 //     and the tag, as go-containerregistry's tarball package (crane, ko)
 //     and every docker load read it. Such readers rebuild a Docker-format
