@@ -50,6 +50,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -207,18 +208,20 @@ type Digests struct {
 	Manifest v1.Hash
 }
 
-// DigestsOf returns the digests of img, an image made by Image from module.
-func DigestsOf(img v1.Image, module []byte) (Digests, error) {
+// DigestsOf returns the digests of img, an image made by Image.
+func DigestsOf(img v1.Image) (Digests, error) {
+	var d Digests
+	module, err := Module(img)
+	if err != nil {
+		return d, err
+	}
 	sum := sha256.Sum256(module)
-	d := Digests{Module: v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%x", sum)}}
+	d.Module = v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}
 	layers, err := img.Layers()
 	if err != nil {
 		return d, err
 	}
-	if len(layers) != 1 {
-		return d, fmt.Errorf("%d layers, want 1", len(layers))
-	}
-	if d.Layer, err = layers[0].Digest(); err != nil {
+	if d.Layer, err = layers[0].Digest(); err != nil { // Module checked there is one
 		return d, err
 	}
 	if d.Manifest, err = img.Digest(); err != nil {

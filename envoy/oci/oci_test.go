@@ -108,7 +108,7 @@ func TestLayout(t *testing.T) {
 			if err := oci.WriteLayout(dir, img, tag); err != nil {
 				t.Fatal(err)
 			}
-			want, err := oci.DigestsOf(img, tt.module)
+			want, err := oci.DigestsOf(img)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -218,7 +218,7 @@ func checkManifest(t *testing.T, img v1.Image, want oci.Digests) {
 func TestArchive(t *testing.T) {
 	module := syntheticModule(64<<10, 3)
 	img := mustImage(t, module)
-	want, err := oci.DigestsOf(img, module)
+	want, err := oci.DigestsOf(img)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,7 +334,7 @@ func TestDeterministic(t *testing.T) {
 	var archives [][]byte
 	for i := range 2 {
 		img := mustImage(t, bytes.Clone(module))
-		d, err := oci.DigestsOf(img, module)
+		d, err := oci.DigestsOf(img)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -360,7 +360,7 @@ func TestDeterministic(t *testing.T) {
 	}
 
 	other := syntheticModule(4096, 5)
-	d, err := oci.DigestsOf(mustImage(t, other), other)
+	d, err := oci.DigestsOf(mustImage(t, other))
 	if err != nil {
 		t.Fatal(err)
 	}

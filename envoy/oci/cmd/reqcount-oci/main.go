@@ -81,7 +81,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", *wasm, err)
 	}
-	d, err := oci.DigestsOf(img, module)
+	d, err := oci.DigestsOf(img)
 	if err != nil {
 		return err
 	}
