@@ -127,18 +127,23 @@ func TestBatchModeBody(t *testing.T) {
 		t.Fatalf("stats %+v, InFlight %d", s, f.InFlight())
 	}
 
-	// While the batch is in flight nothing more is sent, not even new keys.
+	// While a key is in flight it is not sent again; a new key goes out in a
+	// batch of its own.
 	add(tb, "web.shop", 1)
 	add(tb, "new.shop", 1)
 	f.Tick()
-	if got := h.take(); len(got) != 0 {
-		t.Fatalf("second batch while one is in flight: %+v", got)
+	want = "[" + body(1, "new", "shop") + "]"
+	if got := h.take(); len(got) != 1 || got[0].body != want || got[0].id != 2 {
+		t.Fatalf("second batch %+v, want only the key not in flight: %s", got, want)
 	}
 	f.Done(1, flush.Delivered, 200)
 	f.Tick()
-	want = "[" + body(1, "web", "shop") + "," + body(1, "new", "shop") + "]"
-	if got := h.take(); len(got) != 1 || got[0].body != want || got[0].id != 2 {
+	want = "[" + body(1, "web", "shop") + "]"
+	if got := h.take(); len(got) != 1 || got[0].body != want || got[0].id != 3 {
 		t.Fatalf("sent %+v, want %s", got, want)
+	}
+	if s := f.Stats(); s.CountsSent != 8 || f.InFlight() != 2 {
+		t.Fatalf("stats %+v, InFlight %d", s, f.InFlight())
 	}
 }
 
@@ -481,7 +486,7 @@ func TestDrain(t *testing.T) {
 		{"single, a.ns in flight", false, false, true, 1, 2, 1},
 		{"single, dispatch refused", false, true, false, 0, 0, 3},
 		{"batch", true, false, false, 1, 1, 0},
-		{"batch in flight", true, false, true, 0, 1, 2},
+		{"batch, a.ns in flight", true, false, true, 1, 2, 1},
 		{"batch, dispatch refused", true, true, false, 0, 0, 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -538,10 +543,12 @@ func TestDrain(t *testing.T) {
 func TestRandomInterleaving(t *testing.T) {
 	for _, batch := range []bool{false, true} {
 		for _, abandon := range []uint64{0, 3} {
-			for _, seed := range []int64{1, 2, 3} {
-				t.Run(fmt.Sprintf("batch=%v/abandon=%d/seed=%d", batch, abandon, seed), func(t *testing.T) {
-					runInterleaving(t, batch, abandon, seed)
-				})
+			for _, slices := range []int{1, 3} {
+				for _, seed := range []int64{1, 2, 3} {
+					t.Run(fmt.Sprintf("batch=%v/abandon=%d/slices=%d/seed=%d", batch, abandon, slices, seed), func(t *testing.T) {
+						runInterleaving(t, batch, abandon, slices, seed)
+					})
+				}
 			}
 		}
 	}
@@ -554,7 +561,7 @@ type modelCall struct {
 	abandoned bool // the Flusher has given up on it; its answer is late
 }
 
-func runInterleaving(t *testing.T, batch bool, abandonAfter uint64, seed int64) {
+func runInterleaving(t *testing.T, batch bool, abandonAfter uint64, slices int, seed int64) {
 	const (
 		steps   = 4000
 		numKeys = 8
@@ -570,49 +577,66 @@ func runInterleaving(t *testing.T, batch bool, abandonAfter uint64, seed int64) 
 		refuse    bool
 		abandoned uint64
 		late      uint64
+		waking    bool                  // inside Wake: the call is a wake-up, not a regular report
+		reported  = map[string]uint64{} // key → tick of its last regular report
+		wakeups   uint64
 	)
-	f := flush.New(tb, flush.Options{Batch: batch, AbandonAfter: abandonAfter}, func(b []byte, id uint64) error {
-		if refuse {
-			return errRefused
-		}
-		if _, dup := live[id]; dup {
-			t.Fatalf("id %d reused while live", id)
-		}
-		want := byte('{') // single mode: one object, what the operator decodes
-		if batch {
-			want = '['
-		}
-		if len(b) == 0 || b[0] != want {
-			t.Fatalf("batch=%v: body %s does not start with %c", batch, b, want)
-		}
-		ms, err := messages.Decode(b)
-		if err != nil {
-			t.Fatalf("body %s: %v", b, err)
-		}
-		for _, c := range live {
-			if c.abandoned {
-				continue
+	var f *flush.Flusher
+	f = flush.New(tb, flush.Options{Batch: batch, AbandonAfter: abandonAfter, Slices: slices, Phase: int(seed)},
+		func(b []byte, id uint64) error {
+			if refuse {
+				return errRefused
 			}
+			if _, dup := live[id]; dup {
+				t.Fatalf("id %d reused while live", id)
+			}
+			want := byte('{') // single mode: one object, what the operator decodes
 			if batch {
-				t.Fatalf("batch %s sent while batch %v is in flight", b, c.msgs)
+				want = '['
 			}
-			for _, m := range c.msgs {
-				if m.Svc == ms[0].Svc && m.Namespace == ms[0].Namespace {
-					t.Fatalf("%s sent while %v is in flight for the same key", b, c.msgs)
+			if len(b) == 0 || b[0] != want {
+				t.Fatalf("batch=%v: body %s does not start with %c", batch, b, want)
+			}
+			ms, err := messages.Decode(b)
+			if err != nil {
+				t.Fatalf("body %s: %v", b, err)
+			}
+			for _, c := range live {
+				if c.abandoned {
+					continue
+				}
+				for _, m := range c.msgs {
+					for _, n := range ms {
+						if m.Svc == n.Svc && m.Namespace == n.Namespace {
+							t.Fatalf("%s sent while %v is in flight for the same key", b, c.msgs)
+						}
+					}
 				}
 			}
-		}
-		seen := map[string]bool{}
-		for _, m := range ms {
-			k := m.Svc + "." + m.Namespace
-			if seen[k] {
-				t.Fatalf("key %s twice in one batch %s", k, b)
+			if waking && len(ms) != 1 {
+				t.Fatalf("wake-up %s carries %d keys", b, len(ms))
 			}
-			seen[k] = true
-		}
-		live[id] = &modelCall{msgs: ms, tick: tick}
-		return nil
-	})
+			for _, m := range ms {
+				k := m.Svc + "." + m.Namespace
+				if last, ok := reported[k]; ok && !waking && !f.Draining() && tick-last < uint64(slices) {
+					t.Fatalf("%s reported at tick %d, %d ticks after its last report: more than once per interval of %d ticks",
+						k, tick, tick-last, slices)
+				}
+				if !waking {
+					reported[k] = tick
+				}
+			}
+			seen := map[string]bool{}
+			for _, m := range ms {
+				k := m.Svc + "." + m.Namespace
+				if seen[k] {
+					t.Fatalf("key %s twice in one batch %s", k, b)
+				}
+				seen[k] = true
+			}
+			live[id] = &modelCall{msgs: ms, tick: tick}
+			return nil
+		})
 
 	total := func(m map[string]uint64) (n uint64) {
 		for _, v := range m {
@@ -697,6 +721,16 @@ func runInterleaving(t *testing.T, batch bool, abandonAfter uint64, seed int64) 
 	for step := 0; step < steps; step++ {
 		var op string
 		switch r := rng.Intn(100); {
+		case r < 5:
+			k := fmt.Sprintf("k%d.ns", rng.Intn(numKeys))
+			op = "wake " + k
+			if s, ok := tb.Lookup(k); ok {
+				waking = true
+				if f.Wake(s) {
+					wakeups++
+				}
+				waking = false
+			}
 		case r < 50:
 			k := fmt.Sprintf("k%d.ns", rng.Intn(numKeys))
 			n := uint64(1 + rng.Intn(3))
@@ -751,12 +785,91 @@ func runInterleaving(t *testing.T, batch bool, abandonAfter uint64, seed int64) 
 	if s := f.Stats(); s.CountsDelivered != total(added) || total(added) == 0 {
 		t.Fatalf("CountsDelivered %d, added %d", s.CountsDelivered, total(added))
 	}
-	// Everything delivered: the next tick evicts every key.
-	doTick()
+	// Everything delivered: one interval of ticks evicts every key.
+	for i := 0; i < slices; i++ {
+		doTick()
+	}
 	if tb.Len() != 0 {
 		t.Fatalf("%d keys left after all was delivered", tb.Len())
+	}
+	if s := f.Stats(); s.Wakeups != wakeups {
+		t.Fatalf("Stats().Wakeups %d, model %d", s.Wakeups, wakeups)
 	}
 	s := f.Stats()
 	t.Logf("added %d in %d calls (%d delivered, %d rejected, %d reset, %d abandoned, %d refused, %d late), %d evictions",
 		total(added), s.CallsSent, s.CallsDelivered, s.CallsRejected, s.CallsReset, s.CallsAbandoned, s.DispatchErrors, s.LateAnswers, s.KeysEvicted)
+}
+
+// TestSlicesAndPhase checks which tick sends which key: slot s goes out on the
+// ticks t with (t + Phase) % Slices == s % Slices, and idle keys are dropped only
+// at their own slice's tick, after IdleTicks.
+func TestSlicesAndPhase(t *testing.T) {
+	tb, h, f := newFlusher(10, flush.Options{Slices: 3, Phase: 1, IdleTicks: 5})
+	for _, k := range []string{"s0.ns", "s1.ns", "s2.ns", "s3.ns"} { // slots 0..3
+		add(tb, k, 1)
+	}
+	want := [][]string{
+		1: {body(1, "s2", "ns")},                      // (1+1)%3 = 2
+		2: {body(1, "s0", "ns"), body(1, "s3", "ns")}, // (2+1)%3 = 0
+		3: {body(1, "s1", "ns")},
+	}
+	for tick := 1; tick <= 3; tick++ {
+		f.Tick()
+		got := h.take()
+		if !reflect.DeepEqual(bodies(got), want[tick]) {
+			t.Fatalf("tick %d sent %v, want %v", tick, bodies(got), want[tick])
+		}
+		for _, c := range got {
+			f.Done(c.id, flush.Delivered, 200)
+		}
+	}
+	// Entry.Last is 0 here: idle from the start. Tick 4 is s2's slice again but
+	// 4 < IdleTicks; tick 5 is s0/s3's: 5 ≥ 5, dropped; s1 at tick 6, s2 at 7.
+	for tick, wantLen := range []int{4: 4, 5: 2, 6: 1, 7: 0} {
+		if tick < 4 {
+			continue
+		}
+		f.Tick()
+		if tb.Len() != wantLen {
+			t.Fatalf("after tick %d: %d keys, want %d", tick, tb.Len(), wantLen)
+		}
+	}
+	if s := f.Stats(); s.KeysEvicted != 4 || s.CallsSent != 4 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+// TestWake checks Wake sends one key at once, not while it is in flight, not
+// after Drain, and that a failed wake-up's count goes out at the key's slice.
+func TestWake(t *testing.T) {
+	tb, h, f := newFlusher(10, flush.Options{Slices: 4})
+	add(tb, "web.shop", 2)
+	s, _ := tb.Lookup("web.shop")
+	if !f.Wake(s) {
+		t.Fatal("Wake did not send")
+	}
+	got := h.take()
+	if len(got) != 1 || got[0].body != body(2, "web", "shop") {
+		t.Fatalf("sent %v", bodies(got))
+	}
+	add(tb, "web.shop", 1)
+	if f.Wake(s) || len(h.take()) != 0 {
+		t.Fatal("Wake sent a key that is in flight")
+	}
+	f.Done(got[0].id, flush.Rejected, 503)
+	for i := 0; i < 4; i++ {
+		f.Tick()
+	}
+	if got := h.take(); len(got) != 1 || got[0].body != body(3, "web", "shop") {
+		t.Fatalf("after a failed wake-up, one interval sent %v, want the 3 counts once", bodies(got))
+	}
+	if st := f.Stats(); st.Wakeups != 1 || st.CountsRequeued != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+	f.Drain()
+	add(tb, "api.shop", 1)
+	s, _ = tb.Lookup("api.shop")
+	if f.Wake(s) {
+		t.Fatal("Wake sent after Drain")
+	}
 }
