@@ -20,11 +20,16 @@
 //     key: cum is every request the worker counted for the key since the entry was
 //     made (generation gen). Counts move from the worker's table into cum once per
 //     tick; from then on they are the Envoy's, whatever happens to the worker.
-//   - "reqcount.v1.ack.<worker>" (writer: the lease holder): "v1", then
-//     "<svc.ns> <gen> <delivered>" per key: how much of that worker's cum the
-//     collector has accepted (2xx). cum - delivered is still to send. A worker drops
-//     an outbox entry once it is fully delivered; its next request for the key
-//     starts a new generation, so an old ack line never covers new counts.
+//   - "reqcount.v1.ack.<worker>" (writers: lease holders, by compare-and-swap):
+//     "v1", then "<svc.ns> <gen> <delivered> <holder> <until unix ms>" per key:
+//     how much of that worker's cum the collector has accepted (2xx), and which
+//     holder has reserved the rest, until when. A holder sends only what it
+//     reserved, and renews its reservations on every tick; a reservation outlives
+//     a call's timeout, so a holder that lost the lease (its VM stalled, say)
+//     still settles its calls in flight before anyone else may send those counts
+//     again. A worker drops an outbox entry once it is fully delivered; its next
+//     request for the key starts a new generation, so an old ack line never covers
+//     new counts.
 //   - "reqcount.v1.workers" (CAS): "v1 <worker> <worker> …", the outboxes the
 //     lease holder reads. Each worker checks on every tick that it is listed.
 //   - "reqcount.v1.lease" (CAS): "v1 <worker> <expiry unix ms> [released]". The
@@ -123,7 +128,7 @@ func (o *Outbox) Add(key string, n uint64) {
 	o.Entries[key] = c
 }
 
-// Undelivered returns the requests in the outbox that acks does not cover.
+// Undelivered returns the requests in the outbox that acks do not cover.
 func (o *Outbox) Undelivered(acks Acks) uint64 {
 	var n uint64
 	for k, c := range o.Entries {
@@ -144,8 +149,17 @@ func (o *Outbox) Trim(acks Acks) int {
 	return n
 }
 
-// Acks are the counts of one worker's outbox the collector accepted, per key.
-type Acks map[string]Cum
+// Ack is how much of one outbox entry (generation Gen) was delivered, and who
+// reserved the rest until when.
+type Ack struct {
+	Gen       uint32
+	Delivered uint64
+	Holder    string
+	UntilMs   int64
+}
+
+// Acks are the acks of one worker's outbox, per key.
+type Acks map[string]Ack
 
 // Delivered returns how much of outbox entry c of key the acks cover: none if
 // they are for another generation, and never more than c.N.
@@ -154,7 +168,7 @@ func (a Acks) Delivered(key string, c Cum) uint64 {
 	if !ok || d.Gen != c.Gen {
 		return 0
 	}
-	return min(d.N, c.N)
+	return min(d.Delivered, c.N)
 }
 
 // AppendOutbox writes o's encoding to dst, keys sorted.
@@ -185,7 +199,20 @@ func ParseOutbox(data []byte) (Outbox, error) {
 // AppendAcks writes a's encoding to dst, keys sorted.
 func AppendAcks(dst []byte, a Acks) []byte {
 	dst = append(dst, "v1\n"...)
-	return appendCums(dst, a)
+	keys := make([]string, 0, len(a))
+	for k := range a {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		d := a[k]
+		holder := d.Holder
+		if holder == "" {
+			holder = "-"
+		}
+		dst = fmt.Appendf(dst, "%s %d %d %s %d\n", k, d.Gen, d.Delivered, holder, d.UntilMs)
+	}
+	return dst
 }
 
 // ParseAcks reads acks; an empty value is no acks.
@@ -197,11 +224,30 @@ func ParseAcks(data []byte) (Acks, error) {
 	if string(head) != "v1" {
 		return nil, fmt.Errorf("acks: bad header %q", head)
 	}
-	m, err := parseCums(rest)
-	if err != nil {
-		return nil, fmt.Errorf("acks: %w", err)
+	a := Acks{}
+	for len(rest) > 0 {
+		var line []byte
+		line, rest, _ = bytes.Cut(rest, []byte("\n"))
+		if len(line) == 0 {
+			continue
+		}
+		f := strings.Fields(string(line))
+		if len(f) != 5 {
+			return nil, fmt.Errorf("acks: bad line %q", line)
+		}
+		gen, err1 := strconv.ParseUint(f[1], 10, 32)
+		n, err2 := strconv.ParseUint(f[2], 10, 64)
+		until, err3 := strconv.ParseInt(f[4], 10, 64)
+		if err1 != nil || err2 != nil || err3 != nil {
+			return nil, fmt.Errorf("acks: bad line %q", line)
+		}
+		d := Ack{Gen: uint32(gen), Delivered: n, Holder: f[3], UntilMs: until}
+		if d.Holder == "-" {
+			d.Holder = ""
+		}
+		a[f[0]] = d
 	}
-	return Acks(m), nil
+	return a, nil
 }
 
 func appendCums(dst []byte, m map[string]Cum) []byte {

@@ -20,9 +20,13 @@ type Worker struct {
 	// LeaseMs is how long a lease lasts without renewal.
 	LeaseMs int64
 	dirty   bool
-	listed  bool
 	leader  bool
 	buf     []byte
+	// published is the outbox as last written: what the lease holder may have
+	// delivered. A holder empties the outbox of a worker it takes for dead only
+	// once all of it was delivered, so a worker that finds its outbox emptied
+	// drops exactly that much (forgetPublished).
+	published map[string]Cum
 }
 
 // NewWorker returns the merge side of worker id.
@@ -61,15 +65,55 @@ func (w *Worker) Publish(nowMs, heartbeatMs int64) error {
 	} else if w.out.Trim(acks) > 0 {
 		w.dirty = true
 	}
-	if w.dirty || nowMs-w.out.HeartbeatMs >= heartbeatMs {
-		w.out.HeartbeatMs = nowMs
-		w.buf = AppendOutbox(w.buf[:0], &w.out)
-		if err := w.s.Set(OutboxKey(w.ID), w.buf, 0); err != nil { // single writer
+	for i := 0; ; i++ {
+		v, cas, ok, err := w.s.Get(OutboxKey(w.ID))
+		if err != nil {
 			return fmt.Errorf("publish outbox: %w", err)
 		}
-		w.dirty = false
+		if ok && len(v) == 0 && w.published != nil {
+			w.forgetPublished()
+		}
+		if !w.dirty && nowMs-w.out.HeartbeatMs < heartbeatMs {
+			break
+		}
+		w.out.HeartbeatMs = nowMs
+		w.buf = AppendOutbox(w.buf[:0], &w.out)
+		// With the CAS read above: a holder may empty the outbox meanwhile.
+		err = w.s.Set(OutboxKey(w.ID), w.buf, cas)
+		if err == nil {
+			w.dirty = false
+			w.published = make(map[string]Cum, len(w.out.Entries))
+			for k, c := range w.out.Entries {
+				w.published[k] = c
+			}
+			break
+		}
+		if !errors.Is(err, ErrCasMismatch) || i == casRetries {
+			return fmt.Errorf("publish outbox: %w", err)
+		}
 	}
 	return w.list()
+}
+
+// forgetPublished drops from the outbox what was published before the lease
+// holder emptied it (all of it delivered), and gives what is left new
+// generations, so that no ack of the old outbox can cover it.
+func (w *Worker) forgetPublished() {
+	for k, p := range w.published {
+		c, ok := w.out.Entries[k]
+		if !ok || c.Gen != p.Gen {
+			continue
+		}
+		c.N -= min(p.N, c.N)
+		if c.N == 0 {
+			delete(w.out.Entries, k)
+			continue
+		}
+		w.out.NextGen++
+		w.out.Entries[k] = Cum{Gen: w.out.NextGen, N: c.N}
+	}
+	w.published = map[string]Cum{}
+	w.dirty = true
 }
 
 func (w *Worker) acks() (Acks, error) {
@@ -89,7 +133,6 @@ func (w *Worker) list() error {
 			return nil, false, err
 		}
 		if ws.Has(w.ID) {
-			w.listed = true
 			return nil, false, nil
 		}
 		return AppendWorkers(nil, append(ws, w.ID)), true, nil
@@ -198,26 +241,30 @@ type partID struct {
 	gen         uint32
 }
 
-// Leader is the lease holder's side: it reads every listed outbox, hands out what
-// is to send, and writes the acks as the collector accepts it.
+// Leader is a lease holder's side: it reads every listed outbox, reserves and
+// hands out what is to send, and writes the acks as the collector accepts it. A
+// worker keeps its Leader after losing the lease, to settle its calls in flight.
 type Leader struct {
 	s        Store
+	id       string
 	inflight map[partID]uint64
 	calls    map[uint64][]Part
-	// deltas are acks not yet written: worker → key → delivered (by generation).
+	// deltas are deliveries not yet written: worker → key → delivered (by
+	// generation).
 	deltas map[string]map[string]Cum
-	buf    []byte
 }
 
-// NewLeader returns a lease holder's state over s.
-func NewLeader(s Store) *Leader {
-	return &Leader{s: s, inflight: map[partID]uint64{}, calls: map[uint64][]Part{}, deltas: map[string]map[string]Cum{}}
+// NewLeader returns the lease-holder side of worker id over s.
+func NewLeader(s Store, id string) *Leader {
+	return &Leader{s: s, id: id, inflight: map[partID]uint64{}, calls: map[uint64][]Part{}, deltas: map[string]map[string]Cum{}}
 }
 
-// Collect reads every listed worker's outbox and acks and returns, per key, the
-// parts not delivered and not in flight. A worker whose heartbeat is older than
-// deadMs and whose outbox is fully delivered is unlisted and its keys emptied.
-func (l *Leader) Collect(nowMs, deadMs int64) (map[string][]Part, error) {
+// Collect reads every listed worker's outbox and acks, reserves until nowMs +
+// holdMs what is undelivered and not reserved by another holder, and returns, per
+// key, the parts reserved and not in flight. A worker whose heartbeat is older
+// than deadMs and whose outbox is fully delivered is unlisted and its keys
+// emptied. Call it only while holding the lease.
+func (l *Leader) Collect(nowMs, deadMs, holdMs int64) (map[string][]Part, error) {
 	if err := l.WriteAcks(); err != nil {
 		return nil, err
 	}
@@ -232,11 +279,11 @@ func (l *Leader) Collect(nowMs, deadMs int64) (map[string][]Part, error) {
 	avail := map[string][]Part{}
 	var gone []string
 	for _, id := range ws {
-		ov, _, ok, err := l.s.Get(OutboxKey(id))
+		ov, ocas, ok, err := l.s.Get(OutboxKey(id))
 		if err != nil {
 			return nil, err
 		}
-		if !ok {
+		if !ok || len(ov) == 0 {
 			continue
 		}
 		out, err := ParseOutbox(ov)
@@ -251,33 +298,57 @@ func (l *Leader) Collect(nowMs, deadMs int64) (map[string][]Part, error) {
 		if err != nil {
 			acks = Acks{}
 		}
-		busy := false
-		for k, c := range out.Entries {
-			left := c.N - acks.Delivered(k, c)
-			if f := l.inflight[partID{id, k, c.Gen}]; f > 0 {
-				busy = true
-				left -= min(f, left)
-			}
-			if left > 0 {
-				avail[k] = append(avail[k], Part{Worker: id, Key: k, Gen: c.Gen, N: left})
-			}
-		}
-		if out.Undelivered(acks) == 0 && !busy && nowMs-out.HeartbeatMs > deadMs {
-			gone = append(gone, id)
-			continue
-		}
-		// Acks of entries the worker has dropped (or renewed) are no longer needed.
-		pruned := false
-		for k, d := range acks {
-			if c, ok := out.Entries[k]; !ok || c.Gen != d.Gen {
-				delete(acks, k)
-				pruned = true
-			}
-		}
-		if pruned {
-			if err := l.s.Set(AckKey(id), AppendAcks(nil, acks), acas); err != nil && !errors.Is(err, ErrCasMismatch) {
+		if out.Undelivered(acks) == 0 && !l.busy(id) && nowMs-out.HeartbeatMs > deadMs {
+			// Emptied only if unchanged since read: a worker that is alive after
+			// all has written a newer outbox, and stays.
+			if err := l.s.Set(OutboxKey(id), nil, ocas); err == nil {
+				gone = append(gone, id)
+				continue
+			} else if !errors.Is(err, ErrCasMismatch) {
 				return nil, err
 			}
+		}
+		changed := false
+		var parts []Part
+		for k, c := range out.Entries {
+			a, ok := acks[k]
+			if !ok || a.Gen != c.Gen {
+				a, changed = Ack{Gen: c.Gen}, true
+			}
+			left := c.N - min(a.Delivered, c.N)
+			if left == 0 {
+				continue
+			}
+			if a.Holder != l.id && a.Holder != "" && nowMs < a.UntilMs {
+				continue // reserved by another holder, who may have it in flight
+			}
+			if a.Holder != l.id || a.UntilMs < nowMs+holdMs/2 {
+				a.Holder, a.UntilMs, changed = l.id, nowMs+holdMs, true
+			}
+			acks[k] = a
+			left -= min(l.inflight[partID{id, k, c.Gen}], left)
+			if left > 0 {
+				parts = append(parts, Part{Worker: id, Key: k, Gen: c.Gen, N: left})
+			}
+		}
+		// Acks of entries the worker has dropped (or renewed) are no longer needed.
+		for k, a := range acks {
+			if c, ok := out.Entries[k]; !ok || c.Gen != a.Gen {
+				delete(acks, k)
+				changed = true
+			}
+		}
+		if changed {
+			// Reserved only if no other holder wrote meanwhile: else next tick.
+			if err := l.s.Set(AckKey(id), AppendAcks(nil, acks), acas); err != nil {
+				if errors.Is(err, ErrCasMismatch) {
+					continue
+				}
+				return nil, err
+			}
+		}
+		for _, p := range parts {
+			avail[p.Key] = append(avail[p.Key], p)
 		}
 	}
 	if len(gone) > 0 {
@@ -288,8 +359,19 @@ func (l *Leader) Collect(nowMs, deadMs int64) (map[string][]Part, error) {
 	return avail, nil
 }
 
-// unlist removes dead, fully delivered workers and empties their keys (shared
-// data has no delete: an empty value is the smallest that can be left).
+// busy reports whether a call in flight carries a part of worker id.
+func (l *Leader) busy(id string) bool {
+	for p := range l.inflight {
+		if p.worker == id {
+			return true
+		}
+	}
+	return false
+}
+
+// unlist removes dead, fully delivered workers (their outboxes already emptied)
+// and empties their acks (shared data has no delete: an empty value is the
+// smallest that can be left).
 func (l *Leader) unlist(ids []string) error {
 	err := update(l.s, KeyWorkers, nil, func(v []byte) ([]byte, bool, error) {
 		ws, err := ParseWorkers(v)
@@ -312,10 +394,8 @@ func (l *Leader) unlist(ids []string) error {
 		return err
 	}
 	for _, id := range ids {
-		for _, k := range []string{OutboxKey(id), AckKey(id)} {
-			if err := l.s.Set(k, nil, 0); err != nil {
-				return err
-			}
+		if err := l.s.Set(AckKey(id), nil, 0); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -367,12 +447,8 @@ func (l *Leader) Settled(id uint64, key string, delivered bool) {
 // InFlight returns the number of calls with parts in flight.
 func (l *Leader) InFlight() int { return len(l.calls) }
 
-// Forget drops every call in flight (their parts become available again): the
-// lease was lost, and the calls' answers will be ignored.
-func (l *Leader) Forget() {
-	clear(l.calls)
-	clear(l.inflight)
-}
+// Pending reports whether deliveries wait to be written to the acks.
+func (l *Leader) Pending() bool { return len(l.deltas) > 0 }
 
 // WriteAcks writes the acks of delivered parts, merging them into each worker's
 // acks by compare-and-swap. What cannot be written now stays for the next call.
@@ -388,9 +464,9 @@ func (l *Leader) WriteAcks() error {
 				cur, ok := acks[k]
 				switch {
 				case !ok || cur.Gen < c.Gen:
-					acks[k] = c
+					acks[k] = Ack{Gen: c.Gen, Delivered: c.N}
 				case cur.Gen == c.Gen:
-					cur.N += c.N
+					cur.Delivered += c.N
 					acks[k] = cur
 				}
 			}
@@ -403,4 +479,23 @@ func (l *Leader) WriteAcks() error {
 		delete(l.deltas, w)
 	}
 	return errors.Join(errs...)
+}
+
+// Snapshot returns a copy of the worker's outbox as it holds it (published or not).
+func (w *Worker) Snapshot() Outbox {
+	o := w.out
+	o.Entries = make(map[string]Cum, len(w.out.Entries))
+	for k, c := range w.out.Entries {
+		o.Entries[k] = c
+	}
+	return o
+}
+
+// Published returns a copy of the outbox entries as last written.
+func (w *Worker) Published() map[string]Cum {
+	out := make(map[string]Cum, len(w.published))
+	for k, c := range w.published {
+		out[k] = c
+	}
+	return out
 }
