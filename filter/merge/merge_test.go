@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand"
 	"reflect"
+	"sort"
 	"testing"
 
 	"github.com/reqcount/reqcount/filter/merge"
@@ -148,7 +149,7 @@ func TestClaimWake(t *testing.T) {
 // every count is delivered exactly once per key, and no part is sent while
 // another call carries it.
 func TestMergeExact(t *testing.T) {
-	for seed := int64(1); seed <= 20; seed++ {
+	for seed := int64(1); seed <= 60; seed++ {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) { runMerge(t, seed) })
 	}
 }
@@ -166,15 +167,16 @@ func runMerge(t *testing.T, seed int64) {
 		sentAt int64
 	}
 	var (
-		now      int64
-		workers  []*merge.Worker
-		alive    []bool
-		leaders  = map[int]*merge.Leader{}
-		calls    []call
-		nextID   uint64 = 1
-		added           = map[string]uint64{}
-		got             = map[string]uint64{}
-		inFlight        = map[[2]string]bool{} // (holder, key): each holder knows only its own calls
+		now                int64
+		workers            []*merge.Worker
+		alive              []bool
+		leaders            = map[int]*merge.Leader{}
+		calls              []call
+		nextID             uint64 = 1
+		added                     = map[string]uint64{}
+		got                       = map[string]uint64{}
+		inFlight                  = map[[2]string]bool{} // (holder, key): each holder knows only its own calls
+		addedW, deliveredW        = map[string]uint64{}, map[string]uint64{}
 	)
 	start := func() {
 		w := merge.NewWorker(s, fmt.Sprintf("w%02d", len(workers)), 8, leaseMs)
@@ -202,7 +204,13 @@ func runMerge(t *testing.T, seed int64) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for k, parts := range avail {
+		ks := make([]string, 0, len(avail))
+		for k := range avail {
+			ks = append(ks, k)
+		}
+		sort.Strings(ks) // map order must not change the run
+		for _, k := range ks {
+			parts := avail[k]
 			if inFlight[[2]string{w.ID, k}] {
 				continue // one call per key at a time
 			}
@@ -225,6 +233,11 @@ func runMerge(t *testing.T, seed int64) {
 		}
 		if delivered {
 			got[c.key] += c.n
+			for _, p := range l.CallParts(c.id) {
+				if p.Key == c.key {
+					deliveredW[p.Worker+" "+p.Key] += p.N
+				}
+			}
 		}
 		l.Settled(c.id, c.key, delivered)
 		if err := l.WriteAcks(); err != nil {
@@ -249,6 +262,7 @@ func runMerge(t *testing.T, seed int64) {
 				n := uint64(1 + rng.Intn(3))
 				if workers[i].Add(k, n) {
 					added[k] += n
+					addedW[workers[i].ID+" "+k] += n
 				}
 			}
 		case r < 60:
@@ -295,6 +309,7 @@ func runMerge(t *testing.T, seed int64) {
 					unpublished := unpublishedOf(t, s, workers[i])
 					for k, n := range unpublished {
 						added[k] -= n
+						addedW[workers[i].ID+" "+k] -= n
 					}
 				}
 			}
@@ -304,6 +319,10 @@ func runMerge(t *testing.T, seed int64) {
 	}
 	// Quiesce: everyone alive publishes; the holder delivers everything.
 	for round := 0; round < 200; round++ {
+		for _, c := range calls {
+			settle(c, true)
+		}
+		calls = nil
 		now += leaseMs
 		for i, w := range workers {
 			if alive[i] {
@@ -323,6 +342,11 @@ func runMerge(t *testing.T, seed int64) {
 		calls = nil
 		if reflect.DeepEqual(nonZero(got), nonZero(added)) {
 			break
+		}
+	}
+	for k, n := range deliveredW {
+		if n != addedW[k] {
+			t.Errorf("%s: delivered %d, added %d", k, n, addedW[k])
 		}
 	}
 	if !reflect.DeepEqual(nonZero(got), nonZero(added)) {

@@ -261,7 +261,9 @@ func NewLeader(s Store, id string) *Leader {
 
 // Collect reads every listed worker's outbox and acks, reserves until nowMs +
 // holdMs what is undelivered and not reserved by another holder, and returns, per
-// key, the parts reserved and not in flight. A worker whose heartbeat is older
+// key, the parts reserved and not in flight. holdMs must exceed the calls'
+// timeout: a holder that loses the lease stops renewing, and its calls in flight
+// must be answered before the reservation ends. A worker whose heartbeat is older
 // than deadMs and whose outbox is fully delivered is unlisted and its keys
 // emptied. Call it only while holding the lease.
 func (l *Leader) Collect(nowMs, deadMs, holdMs int64) (map[string][]Part, error) {
@@ -322,7 +324,9 @@ func (l *Leader) Collect(nowMs, deadMs, holdMs int64) (map[string][]Part, error)
 			if a.Holder != l.id && a.Holder != "" && nowMs < a.UntilMs {
 				continue // reserved by another holder, who may have it in flight
 			}
-			if a.Holder != l.id || a.UntilMs < nowMs+holdMs/2 {
+			// Renewed on every collect, in flight or not: a call sent now is covered
+			// for holdMs, longer than its timeout, whatever happens to the lease.
+			if a.Holder != l.id || a.UntilMs != nowMs+holdMs {
 				a.Holder, a.UntilMs, changed = l.id, nowMs+holdMs, true
 			}
 			acks[k] = a
@@ -499,3 +503,6 @@ func (w *Worker) Published() map[string]Cum {
 	}
 	return out
 }
+
+// CallParts returns the parts call id carries (for tests and logs).
+func (l *Leader) CallParts(id uint64) []Part { return append([]Part(nil), l.calls[id]...) }
