@@ -2,7 +2,9 @@ package main
 
 import (
 	"strconv"
+	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/reqcount/reqcount/filter/config"
 	"github.com/reqcount/reqcount/filter/key"
@@ -159,7 +161,7 @@ func TestAuthorityMemo(t *testing.T) {
 	// shortcut must not count it into the first key's entry.
 	p = startPlugin(t, `{"cluster":"c"}`)
 	p.countAuthority("web.shop")
-	p.lastAuthority, p.lastRef = "", table.Ref{} // as before any request
+	p.lastAuthority, p.lastRef = authorityCopy{}, table.Ref{} // as before any request
 	p.countAuthority("")
 	if s, _ := p.table.Lookup("web.shop"); p.table.At(s).Pending != 1 || p.tallies.uncounted[key.Missing] != 1 {
 		t.Fatalf("missing authority: web.shop pending %d, uncounted %d", p.table.At(s).Pending, p.tallies.uncounted[key.Missing])
@@ -176,6 +178,44 @@ func TestAuthorityMemo(t *testing.T) {
 	}
 	if s, _ := p.table.Lookup("web.shop"); p.table.At(s).Pending != uint64(3*bound) {
 		t.Fatalf("pending %d, want %d", p.table.At(s).Pending, 3*bound)
+	}
+}
+
+// TestAuthorityReusedBytes feeds countAuthority authorities that alias one
+// buffer, rewritten before each call, as the wasm arena is rewound before each
+// callback (filter/_sdkabi): nothing the hot path keeps may alias it. Every
+// request must land in its own key, whatever came before it.
+func TestAuthorityReusedBytes(t *testing.T) {
+	p := startPlugin(t, `{"cluster":"c"}`)
+	buf := make([]byte, 512)
+	host := func(a string) string { // the host's copy into reused guest memory
+		n := copy(buf, a)
+		clear(buf[n:])
+		return unsafe.String(&buf[0], n)
+	}
+	long := strings.Repeat("a", 60) + "." + strings.Repeat("b", 60) + ".svc.cluster.local:" + strings.Repeat("0", 200)
+	want := map[string]uint64{}
+	seq := []struct{ authority, key string }{
+		{"web.shop", "web.shop"}, {"web.shop", "web.shop"}, {"api.blog", "api.blog"},
+		{"web.shop", "web.shop"}, {"web.shoq", "web.shoq"}, {"web.shoq", "web.shoq"},
+		{long, ""}, {long, ""}, {"web.shop", "web.shop"}, {"", ""}, {"web.shop", "web.shop"},
+	}
+	for round := 0; round < 3; round++ {
+		for _, r := range seq {
+			p.countAuthority(host(r.authority))
+			if r.key != "" {
+				want[r.key]++
+			}
+		}
+	}
+	for k, n := range want {
+		s, ok := p.table.Lookup(k)
+		if !ok || p.table.At(s).Pending != n {
+			t.Fatalf("%s: found %v, want %d", k, ok, n)
+		}
+	}
+	if p.table.Len() != len(want) {
+		t.Fatalf("%d keys, want %d", p.table.Len(), len(want))
 	}
 }
 

@@ -64,6 +64,7 @@ type metrics struct {
 	uncounted  [key.NumReasons]counter
 	keys       proxywasm.MetricGauge
 	keysPushed int64
+	vm         vmStats // reqcount.vm.*: see vmstats.go
 }
 
 // define registers every metric with Envoy. The SDK panics when the host refuses a
@@ -83,7 +84,7 @@ func (m *metrics) define() (err error) {
 		m.uncounted[r].id = proxywasm.DefineCounterMetric(metricUncounted + r.String())
 	}
 	m.keys = proxywasm.DefineGaugeMetric(metricKeys)
-	return nil
+	return m.vm.define()
 }
 
 // pushMetrics brings Envoy's counters up to date with the worker's totals. A host
@@ -105,4 +106,5 @@ func (p *pluginContext) pushMetrics() {
 		m.keys.Add(n - m.keysPushed)
 		m.keysPushed = n
 	}
+	m.vm.push(p.draining) // the last push, at shutdown, takes the VM's share back out
 }

@@ -38,7 +38,7 @@ type pluginContext struct {
 	table   *table.Table
 	memo    *table.Memo // authority as sent → entry; see countAuthority
 	// lastAuthority and lastRef are the last authority counted and its entry.
-	lastAuthority string
+	lastAuthority authorityCopy
 	lastRef       table.Ref
 	flusher       *flush.Flusher
 	// now is Entry.Last for a request now: 1 + the flusher's tick count.

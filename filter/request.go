@@ -97,9 +97,9 @@ func hasAnyPrefix(s string, prefixes []string) bool {
 // one map lookup; a new one is parsed, counted, and remembered.
 func (p *pluginContext) countAuthority(authority string) {
 	// Consecutive requests often carry the same authority: a string compare is
-	// cheaper than the memo's hash. lastAuthority may alias host-copied bytes;
-	// they are never overwritten while referenced.
-	if authority == p.lastAuthority && p.countRef(p.lastRef) {
+	// cheaper than the memo's hash. The authority aliases host-copied bytes that
+	// the next callback overwrites (filter/_sdkabi), so it is remembered as a copy.
+	if p.lastAuthority.is(authority) && p.countRef(p.lastRef) {
 		return
 	}
 	var ref table.Ref
@@ -113,10 +113,38 @@ func (p *pluginContext) countAuthority(authority string) {
 			return
 		}
 		if p.memo != nil {
-			p.memo.Put(authority, ref)
+			p.memo.Put(authority, ref) // Put copies authority
 		}
 	}
-	p.lastAuthority, p.lastRef = authority, ref
+	if p.lastAuthority.set(authority) {
+		p.lastRef = ref
+	} else {
+		p.lastRef = table.Ref{} // too long to remember: matches no entry
+	}
+}
+
+// authorityCopy holds a copy of an authority in bytes the plugin owns, so that
+// it can be compared with the next request's without allocating.
+type authorityCopy struct {
+	n   int
+	buf [authorityCopyMax]byte
+}
+
+// authorityCopyMax is the longest authority remembered: a DNS name (253) and a
+// port. A longer one is not a key anyway.
+const authorityCopyMax = 253 + len(":65535")
+
+// is reports whether the copy holds s.
+func (a *authorityCopy) is(s string) bool { return string(a.buf[:a.n]) == s }
+
+// set copies s, or empties the copy and returns false if s is too long.
+func (a *authorityCopy) set(s string) bool {
+	if len(s) > len(a.buf) {
+		a.n = 0
+		return false
+	}
+	a.n = copy(a.buf[:], s)
+	return true
 }
 
 // count adds one request for k, or tallies why it was not counted. It returns

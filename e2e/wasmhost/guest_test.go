@@ -118,6 +118,10 @@ func TestGuestRequestEntries(t *testing.T) {
 		{name: "read a header by mixed-case key", config: "read=X-MIXED", allocs: 1, log: "read X-MIXED=V status=0"},
 		{name: "read a missing header", config: "read=x-missing", allocs: 0, log: "read x-missing= status=1"},
 		{name: "read all headers", config: "pairs=1", allocs: 1, log: "pairs n=4 count=4 status=0 :authority=svc.ns,:path=/p,:method=GET,x-mixed=V"},
+		// malloc answering 0 fails the copy as cpp-host does (copyToPointerSize,
+		// proxy_get_header_map_pairs): InvalidMemoryAccess, out-params not written.
+		{name: "read a header, malloc answers 0", config: "read=:authority;nomem=1", allocs: 1, log: "read :authority= status=6"},
+		{name: "read all headers, malloc answers 0", config: "pairs=1;nomem=1", allocs: 1, log: "pairs n=4 count=0 status=6 "},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

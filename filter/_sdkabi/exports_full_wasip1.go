@@ -12,77 +12,103 @@ import "github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
 // as a TinyGo build of the SDK. -tags proxywasm_lean leaves them out: Envoy
 // calls a callback only if the module exports it, so each one left out is a
 // guest entry saved wherever the plugin would do nothing in it (proxy_on_log
-// and proxy_on_response_headers run on every request). Conversions as in
-// exports_wasip1.go.
+// and proxy_on_response_headers run on every request). Conversions and the
+// arena as in exports_wasip1.go: each callback rewinds the arena
+// (startCallback), and one told a size up front (a body, TCP data) reserves
+// room for it first (reserveArena).
 
 //go:wasmexport proxy_on_request_body
 func exportOnRequestBody(contextID, bodySize, endOfStream uint32) uint32 {
-	refillArena()
-	return uint32(proxyOnRequestBody(contextID, int(bodySize), endOfStream != 0))
+	s := startCallback()
+	reserveArena(bodySize)
+	r := uint32(proxyOnRequestBody(contextID, int(bodySize), endOfStream != 0))
+	endCallback(s)
+	return r
 }
 
 //go:wasmexport proxy_on_request_trailers
 func exportOnRequestTrailers(contextID, numTrailers uint32) uint32 {
-	refillArena()
-	return uint32(proxyOnRequestTrailers(contextID, int(numTrailers)))
+	s := startCallback()
+	r := uint32(proxyOnRequestTrailers(contextID, int(numTrailers)))
+	endCallback(s)
+	return r
 }
 
 //go:wasmexport proxy_on_response_headers
 func exportOnResponseHeaders(contextID, numHeaders, endOfStream uint32) uint32 {
-	refillArena()
-	return uint32(proxyOnResponseHeaders(contextID, int(numHeaders), endOfStream != 0))
+	s := startCallback()
+	r := uint32(proxyOnResponseHeaders(contextID, int(numHeaders), endOfStream != 0))
+	endCallback(s)
+	return r
 }
 
 //go:wasmexport proxy_on_response_body
 func exportOnResponseBody(contextID, bodySize, endOfStream uint32) uint32 {
-	refillArena()
-	return uint32(proxyOnResponseBody(contextID, int(bodySize), endOfStream != 0))
+	s := startCallback()
+	reserveArena(bodySize)
+	r := uint32(proxyOnResponseBody(contextID, int(bodySize), endOfStream != 0))
+	endCallback(s)
+	return r
 }
 
 //go:wasmexport proxy_on_response_trailers
 func exportOnResponseTrailers(contextID, numTrailers uint32) uint32 {
-	refillArena()
-	return uint32(proxyOnResponseTrailers(contextID, int(numTrailers)))
+	s := startCallback()
+	r := uint32(proxyOnResponseTrailers(contextID, int(numTrailers)))
+	endCallback(s)
+	return r
 }
 
 //go:wasmexport proxy_on_log
 func exportOnLog(contextID uint32) {
-	refillArena()
+	s := startCallback()
 	proxyOnLog(contextID)
+	endCallback(s)
 }
 
 //go:wasmexport proxy_on_queue_ready
 func exportOnQueueReady(pluginContextID, queueID uint32) {
-	refillArena()
+	s := startCallback()
 	proxyOnQueueReady(pluginContextID, queueID)
+	endCallback(s)
 }
 
 //go:wasmexport proxy_on_new_connection
 func exportOnNewConnection(contextID uint32) uint32 {
-	refillArena()
-	return uint32(proxyOnNewConnection(contextID))
+	s := startCallback()
+	r := uint32(proxyOnNewConnection(contextID))
+	endCallback(s)
+	return r
 }
 
 //go:wasmexport proxy_on_downstream_data
 func exportOnDownstreamData(contextID, dataSize, endOfStream uint32) uint32 {
-	refillArena()
-	return uint32(proxyOnDownstreamData(contextID, int(dataSize), endOfStream != 0))
+	s := startCallback()
+	reserveArena(dataSize)
+	r := uint32(proxyOnDownstreamData(contextID, int(dataSize), endOfStream != 0))
+	endCallback(s)
+	return r
 }
 
 //go:wasmexport proxy_on_downstream_connection_close
 func exportOnDownstreamConnectionClose(contextID, peerType uint32) {
-	refillArena()
+	s := startCallback()
 	proxyOnDownstreamConnectionClose(contextID, types.PeerType(peerType))
+	endCallback(s)
 }
 
 //go:wasmexport proxy_on_upstream_data
 func exportOnUpstreamData(contextID, dataSize, endOfStream uint32) uint32 {
-	refillArena()
-	return uint32(proxyOnUpstreamData(contextID, int(dataSize), endOfStream != 0))
+	s := startCallback()
+	reserveArena(dataSize)
+	r := uint32(proxyOnUpstreamData(contextID, int(dataSize), endOfStream != 0))
+	endCallback(s)
+	return r
 }
 
 //go:wasmexport proxy_on_upstream_connection_close
 func exportOnUpstreamConnectionClose(contextID, peerType uint32) {
-	refillArena()
+	s := startCallback()
 	proxyOnUpstreamConnectionClose(contextID, types.PeerType(peerType))
+	endCallback(s)
 }

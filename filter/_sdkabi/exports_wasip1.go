@@ -6,10 +6,7 @@
 
 package internal
 
-import (
-	"runtime"
-	"unsafe"
-)
+import "runtime"
 
 // The callbacks the request-count filter needs, exported in every build
 // (including -tags proxywasm_lean). Each is a thin wrapper over the SDK's own
@@ -30,61 +27,109 @@ import (
 func exportABIVersion() { proxyABIVersion() }
 
 // proxy_on_memory_allocate serves the host's copies into the guest (header
-// values, configuration, call responses) from an arena: a heap block that it
-// hands out front to back, never reusing a byte, and that a fresh block
-// replaces once it runs low. Two reasons, both about the Go runtime running
-// inside the host's malloc call:
+// values, configuration, call responses) from an arena: a block allocated
+// once, handed out front to back during a callback, and handed out again from
+// its start in the next one. Three rules, all about the Go runtime running
+// inside the host's malloc call, or about the bytes it hands out:
 //
-//   - Envoy (proxy-wasm-cpp-host's allocMemory) lets the guest call only
-//     proxy_log, fd_write and clock_time_get while malloc runs, and traps on
-//     anything else. A Go heap allocation there may start or finish a GC
-//     cycle, and once the runtime has a timer (the scavenger sets one) every
-//     GC start and finish polls with poll_oneoff: the VM would be killed.
-//     Bumping an offset in a block allocated earlier never enters the Go
-//     allocator, so no GC work can happen inside malloc.
-//   - Between this export returning an address and the SDK turning it back
-//     into a pointer, nothing but an integer refers to the bytes. The arena
-//     variable keeps the whole block alive meanwhile; afterwards the SDK's
-//     pointer (an interior pointer, which Go's GC honours) does.
+//   - Nothing on the Go heap inside malloc. Envoy (proxy-wasm-cpp-host's
+//     allocMemory) lets the guest call only proxy_log, fd_write and
+//     clock_time_get while malloc runs, and traps on anything else. A Go heap
+//     allocation there may start or finish a GC cycle, and once the runtime has
+//     a timer (the scavenger sets one) every GC start and finish polls with
+//     poll_oneoff: the VM would be killed (e2e/flush_large_test.go and
+//     e2e/bigcopy_test.go reproduce it). So malloc only bumps an offset, and
+//     when the arena is full it answers 0: the host's copy then fails
+//     (InvalidMemoryAccess, as cpp-host's copyToPointerSize does) and the SDK
+//     call returns an error, never a trap. It never writes a pointer either
+//     (switching blocks is an index), so not even a write barrier runs there.
+//   - Room made before, where a GC is allowed. The callbacks that are told a
+//     size before any copy (proxy_on_vm_start, proxy_on_configure,
+//     proxy_on_http_call_response's body) reserve a block that large for the
+//     callback before entering the SDK (reserveArena); when it runs out, malloc
+//     goes on in the home block. Copies nobody announces (header values, a
+//     call's response headers) share the home block: arenaSize bytes per
+//     callback, more than Envoy's default request header limit (60 KiB).
+//   - Reuse: a copy lives until its callback returns. startCallback rewinds the
+//     arena at the start of every callback that runs plugin code, so the
+//     per-request header copies leave no garbage and the Go heap stops
+//     growing. The price is a rule for plugin code: a string or slice the SDK
+//     returns from a host read (GetHttpRequestHeader, GetHttpCallResponseHeaders,
+//     GetPluginConfiguration, GetHttpCallResponseBody, GetProperty, shared data,
+//     queues) aliases the arena, so whatever must outlive the callback is
+//     copied first. The SDK itself keeps none of them across callbacks (it
+//     returns them to the plugin and forgets them). e2e/aliasing_test.go checks
+//     the filter keeps that rule.
 //
-// refillArena replaces a low arena at the start of every callback that runs
-// plugin code, where a GC is allowed. Blocks are never reused, so a string the SDK built
-// over arena bytes stays valid for as long as it is referenced; a retired
-// block is freed by the GC once nothing points into it.
+// Between this export returning an address and the SDK turning it back into a
+// pointer, nothing but an integer refers to the bytes: the blocks are package
+// variables, so they stay alive regardless.
 const (
+	// arenaSize is the home block: what one callback can have copied in
+	// without announcing a size.
 	arenaSize = 64 << 10
-	// arenaLow is the free space such a callback starts with: more than the
-	// host copies in for one callback in practice (a few header values, a
-	// call response), so malloc normally never falls back to the heap.
-	arenaLow = 16 << 10
-	// arenaMaxBlock is the largest copy served from the arena; larger ones
-	// (a big configuration, a big response body) get their own heap block,
-	// with the GC caveat above. Keeping it well under arenaLow means one large
-	// copy cannot empty the arena.
-	arenaMaxBlock = 4 << 10
+	// arenaSlack is added to an announced size: the callback's other copies
+	// (a few header values, a property) go there too.
+	arenaSlack = 4 << 10
+)
+
+// The arena's blocks, indexed by arenaBlock.
+const (
+	blockHome     = iota // arenaSize bytes, for the life of the VM
+	blockReserved        // one callback's announced size; nil otherwise
+	numBlocks
 )
 
 var (
-	arena    []byte
-	arenaOff int
-	// bigKeep holds the last large blocks handed out, for the window
-	// described above.
-	bigKeep [4]unsafe.Pointer
-	bigNext int
+	arenaBlocks [numBlocks][]byte
+	arenaOffs   [numBlocks]int // each block's first free byte
+	arenaBlock  int            // the block malloc serves from
+	// inCallback is true while a callback that rewound the arena runs. A host
+	// that called back into the guest from inside a host call (Envoy defers
+	// such re-entries, but nothing in the ABI forbids them) must not rewind
+	// the arena under the outer callback's copies.
+	inCallback bool
 	// allocZero answers zero-byte requests: a valid address that no one
 	// reads or writes (the SDK's make([]byte, 0) then &buf[0] would panic).
 	allocZero byte
 )
 
-func init() { arena = make([]byte, arenaSize) }
+func init() { arenaBlocks[blockHome] = make([]byte, arenaSize) }
 
-// refillArena gives the arena at least arenaLow free bytes. Called at the
-// start of every callback that runs plugin code (so all but
-// proxy_on_memory_allocate, proxy_on_delete and the ABI version marker).
-func refillArena() {
-	if len(arena)-arenaOff < arenaLow {
-		arena, arenaOff = make([]byte, arenaSize), 0
+// startCallback rewinds the arena for a callback that runs plugin code (all but
+// proxy_on_memory_allocate, proxy_on_delete and the ABI version marker), and
+// reports whether it did: the caller passes that to endCallback.
+func startCallback() bool {
+	if inCallback {
+		return false
 	}
+	inCallback = true
+	arenaBlock, arenaOffs = blockHome, [numBlocks]int{}
+	return true
+}
+
+// endCallback closes what startCallback opened: a reserved block is let go
+// (the GC frees it once the plugin holds nothing in it).
+func endCallback(started bool) {
+	if started {
+		inCallback = false
+		arenaBlocks[blockReserved] = nil
+		arenaBlock, arenaOffs = blockHome, [numBlocks]int{}
+	}
+}
+
+// reserveArena makes sure the callback's copies can take size bytes (an
+// announced configuration or body) before the SDK asks the host for them.
+// Called after startCallback, outside malloc: it may allocate.
+func reserveArena(size uint32) {
+	if !inCallback || int(size)+arenaSlack <= len(arenaBlocks[blockHome])-arenaOffs[blockHome] {
+		return
+	}
+	if arenaBlocks[blockReserved] != nil {
+		return // re-entered: the outer callback's reservation is in use
+	}
+	arenaBlocks[blockReserved] = make([]byte, int(size)+arenaSlack)
+	arenaBlock, arenaOffs[blockReserved] = blockReserved, 0
 }
 
 //go:wasmexport proxy_on_memory_allocate
@@ -93,63 +138,81 @@ func exportOnMemoryAllocate(size uint32) *byte {
 		return &allocZero
 	}
 	n := (int(size) + 7) &^ 7 // keep blocks 8-byte aligned
-	if n <= arenaMaxBlock && len(arena)-arenaOff >= n {
-		p := &arena[arenaOff]
-		arenaOff += n
-		return p
+	b := arenaBlock
+	if n > len(arenaBlocks[b])-arenaOffs[b] {
+		// A used-up reservation goes on in the home block (each block keeps
+		// its own offset); a full home block fails the copy, and the SDK call
+		// that asked for it returns an error.
+		if b = blockHome; n > len(arenaBlocks[b])-arenaOffs[b] {
+			return nil
+		}
+		arenaBlock = b
 	}
-	buf := make([]byte, size)
-	bigKeep[bigNext] = unsafe.Pointer(&buf[0])
-	bigNext = (bigNext + 1) % len(bigKeep)
-	return &buf[0]
+	p := &arenaBlocks[b][arenaOffs[b]]
+	arenaOffs[b] += n
+	return p
 }
 
 //go:wasmexport proxy_on_context_create
 func exportOnContextCreate(contextID, parentContextID uint32) {
-	refillArena()
+	s := startCallback()
 	proxyOnContextCreate(contextID, parentContextID)
+	endCallback(s)
 }
 
 //go:wasmexport proxy_on_vm_start
 func exportOnVMStart(pluginContextID, vmConfigurationSize uint32) bool {
-	refillArena()
-	return bool(proxyOnVMStart(pluginContextID, int(vmConfigurationSize)))
+	s := startCallback()
+	reserveArena(vmConfigurationSize)
+	ok := bool(proxyOnVMStart(pluginContextID, int(vmConfigurationSize)))
+	endCallback(s)
+	return ok
 }
 
 //go:wasmexport proxy_on_configure
 func exportOnConfigure(pluginContextID, pluginConfigurationSize uint32) bool {
-	refillArena()
-	return bool(proxyOnConfigure(pluginContextID, int(pluginConfigurationSize)))
+	s := startCallback()
+	reserveArena(pluginConfigurationSize)
+	ok := bool(proxyOnConfigure(pluginContextID, int(pluginConfigurationSize)))
+	endCallback(s)
+	return ok
 }
 
 //go:wasmexport proxy_on_request_headers
 func exportOnRequestHeaders(contextID, numHeaders, endOfStream uint32) uint32 {
-	refillArena()
-	return uint32(proxyOnRequestHeaders(contextID, int(numHeaders), endOfStream != 0))
+	s := startCallback()
+	a := uint32(proxyOnRequestHeaders(contextID, int(numHeaders), endOfStream != 0))
+	endCallback(s)
+	return a
 }
 
 //go:wasmexport proxy_on_tick
 func exportOnTick(pluginContextID uint32) {
-	refillArena()
+	s := startCallback()
 	proxyOnTick(pluginContextID)
+	endCallback(s)
 	runtime.Gosched() // see yieldEvery
 }
 
 //go:wasmexport proxy_on_http_call_response
 func exportOnHttpCallResponse(pluginContextID, calloutID, numHeaders, bodySize, numTrailers uint32) {
-	refillArena()
+	s := startCallback()
+	reserveArena(bodySize)
 	proxyOnHttpCallResponse(pluginContextID, calloutID, int(numHeaders), int(bodySize), int(numTrailers))
+	endCallback(s)
 }
 
 //go:wasmexport proxy_on_done
 func exportOnDone(contextID uint32) bool {
-	refillArena()
-	return proxyOnDone(contextID)
+	s := startCallback()
+	ok := proxyOnDone(contextID)
+	endCallback(s)
+	return ok
 }
 
 //go:wasmexport proxy_on_delete
 func exportOnDelete(contextID uint32) {
-	// No refillArena: the SDK runs no plugin code here, so nothing is copied in.
+	// No startCallback: the SDK runs no plugin code here, so nothing is copied in.
 	proxyOnDelete(contextID)
 	deletes++
 	if deletes%yieldEvery == 0 {

@@ -34,13 +34,26 @@ import "unsafe"
 // no host call of its own.
 var out struct{ data, size, cas uint32 }
 
+// result returns what a call that copies data in answered through out: the
+// data's address as a pointer, and its size; nil and 0 when the call failed.
+// A failed call wrote nothing, so out still holds an earlier call's address,
+// which may point into a block the GC has freed since (a callback's reserved
+// arena block): turned into a pointer and seen by the GC, that would be a bad
+// pointer, so it is never converted.
+func result(st uint32) (*byte, int) {
+	if Status(st) != StatusOK {
+		return nil, 0
+	}
+	return hostPtr(out.data), int(out.size)
+}
+
 // hostPtr turns a guest address written by the host back into a pointer
-// (0 gives nil). The address always comes from exportOnMemoryAllocate, i.e. it
-// points into a Go heap block that the allocator still holds (its current arena
-// or bigKeep), and Go's GC does not move heap objects, so the pointer is valid
-// and, once the SDK holds it, keeps the block alive by itself. (unsafe.Add from nil is the same
-// integer-to-pointer step as unsafe.Pointer(uintptr(addr)), spelled so that
-// go vet's unsafeptr check does not flag this deliberate one.)
+// (0 gives nil). The address comes from exportOnMemoryAllocate during the
+// running callback, i.e. it points into an arena block the allocator holds,
+// and Go's GC does not move heap objects, so the pointer is valid and, once
+// the SDK holds it, keeps the block alive by itself. (unsafe.Add from nil is
+// the same integer-to-pointer step as unsafe.Pointer(uintptr(addr)), spelled
+// so that go vet's unsafeptr check does not flag this deliberate one.)
 func hostPtr(addr uint32) *byte {
 	return (*byte)(unsafe.Add(nil, addr))
 }
@@ -73,7 +86,8 @@ func hostGetSharedData(keyData *byte, keySize uint32, returnValueData *uint32, r
 // ProxyGetSharedData reads a shared-data value and its CAS token.
 func ProxyGetSharedData(keyData *byte, keySize int, returnValueData **byte, returnValueSize *int, returnCas *uint32) Status {
 	st := hostGetSharedData(keyData, uint32(keySize), &out.data, &out.size, &out.cas)
-	*returnValueData, *returnValueSize, *returnCas = hostPtr(out.data), int(out.size), out.cas
+	*returnValueData, *returnValueSize = result(st)
+	*returnCas = out.cas
 	return Status(st)
 }
 
@@ -111,7 +125,7 @@ func hostDequeueSharedQueue(queueID uint32, returnValueData *uint32, returnValue
 // ProxyDequeueSharedQueue takes the item at the front of a shared queue.
 func ProxyDequeueSharedQueue(queueID uint32, returnValueData **byte, returnValueSize *int) Status {
 	st := hostDequeueSharedQueue(queueID, &out.data, &out.size)
-	*returnValueData, *returnValueSize = hostPtr(out.data), int(out.size)
+	*returnValueData, *returnValueSize = result(st)
 	return Status(st)
 }
 
@@ -131,7 +145,7 @@ func hostGetHeaderMapValue(mapType uint32, keyData *byte, keySize uint32, return
 // ProxyGetHeaderMapValue reads one header (or trailer) value.
 func ProxyGetHeaderMapValue(mapType MapType, keyData *byte, keySize int, returnValueData **byte, returnValueSize *int) Status {
 	st := hostGetHeaderMapValue(uint32(mapType), keyData, uint32(keySize), &out.data, &out.size)
-	*returnValueData, *returnValueSize = hostPtr(out.data), int(out.size)
+	*returnValueData, *returnValueSize = result(st)
 	return Status(st)
 }
 
@@ -169,7 +183,7 @@ func hostGetHeaderMapPairs(mapType uint32, returnValueData *uint32, returnValueS
 // ProxyGetHeaderMapPairs reads a whole header (or trailer) map, serialized.
 func ProxyGetHeaderMapPairs(mapType MapType, returnValueData **byte, returnValueSize *int) Status {
 	st := hostGetHeaderMapPairs(uint32(mapType), &out.data, &out.size)
-	*returnValueData, *returnValueSize = hostPtr(out.data), int(out.size)
+	*returnValueData, *returnValueSize = result(st)
 	return Status(st)
 }
 
@@ -189,7 +203,7 @@ func hostGetBufferBytes(bufferType uint32, start uint32, maxSize uint32, returnB
 // ProxyGetBufferBytes reads up to maxSize bytes from start of a buffer.
 func ProxyGetBufferBytes(bufferType BufferType, start int, maxSize int, returnBufferData **byte, returnBufferSize *int) Status {
 	st := hostGetBufferBytes(uint32(bufferType), uint32(start), uint32(maxSize), &out.data, &out.size)
-	*returnBufferData, *returnBufferSize = hostPtr(out.data), int(out.size)
+	*returnBufferData, *returnBufferSize = result(st)
 	return Status(st)
 }
 
@@ -239,7 +253,7 @@ func hostCallForeignFunction(funcNamePtr *byte, funcNameSize uint32, paramPtr *b
 // ProxyCallForeignFunction calls a function the host registered by name.
 func ProxyCallForeignFunction(funcNamePtr *byte, funcNameSize int, paramPtr *byte, paramSize int, returnData **byte, returnSize *int) Status {
 	st := hostCallForeignFunction(funcNamePtr, uint32(funcNameSize), paramPtr, uint32(paramSize), &out.data, &out.size)
-	*returnData, *returnSize = hostPtr(out.data), int(out.size)
+	*returnData, *returnSize = result(st)
 	return Status(st)
 }
 
@@ -320,7 +334,7 @@ func hostGetProperty(pathData *byte, pathSize uint32, returnValueData *uint32, r
 // ProxyGetProperty reads a host property by its serialized path.
 func ProxyGetProperty(pathData *byte, pathSize int, returnValueData **byte, returnValueSize *int) Status {
 	st := hostGetProperty(pathData, uint32(pathSize), &out.data, &out.size)
-	*returnValueData, *returnValueSize = hostPtr(out.data), int(out.size)
+	*returnValueData, *returnValueSize = result(st)
 	return Status(st)
 }
 

@@ -16,6 +16,8 @@
 //	shared=KEY         on request headers, increment KEY in shared data with CAS
 //	metrics=1          define metrics; count requests; check metric statuses
 //	grow=N             on request headers, keep N more KiB alive
+//	nomem=1            after proxy_on_configure, proxy_on_memory_allocate
+//	                   answers 0 (no memory) to every request
 //	trap=request       panic in proxy_on_request_headers
 //	fail=1             refuse the configuration
 //	tick=MS            set the tick period in proxy_on_configure
@@ -144,11 +146,17 @@ func bytesAt(p, size uint32) string {
 //go:wasmexport proxy_abi_version_0_2_0
 func abiVersion() {}
 
+// noMem makes proxy_on_memory_allocate answer 0 (config nomem=1).
+var noMem bool
+
 // proxy_on_memory_allocate never returns an empty block: a host may ask for
 // 0 bytes.
 //
 //go:wasmexport proxy_on_memory_allocate
 func onMemoryAllocate(size uint32) unsafe.Pointer {
+	if noMem {
+		return nil
+	}
 	buf := make([]byte, size+1)
 	return unsafe.Pointer(&buf[0])
 }
@@ -219,6 +227,7 @@ func onConfigure(root, size uint32) uint32 {
 	rootName, st := property("plugin_root_id")
 	_, missing := property("no_such_property")
 	logf(2, "configured root_id="+rootName+" status="+itoa(st)+" missing_status="+itoa(missing))
+	noMem = cfg["nomem"] != ""
 	if cfg["fail"] != "" {
 		logf(4, "refusing configuration")
 		return 0
