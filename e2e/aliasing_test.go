@@ -53,7 +53,8 @@ func TestReusedCopies(t *testing.T) {
 	calls := 0
 	draining := false // the test is over: answer at once (the shutdown's last flush)
 	h := startHost(t, wasmhost.Config{
-		PluginConfig: []byte(fmt.Sprintf(`{"cluster":"collector","max_keys":%d}`, keys)),
+		// One tick per interval (100ms): each tick sends every key; wake-ups on.
+		PluginConfig: []byte(fmt.Sprintf(`{"cluster":"collector","max_keys":%d,"flush_interval":"100ms"}`, keys)),
 		Clusters:     map[string]string{"collector": ""},
 		ManualTicks:  true,
 		Dispatch: func(c wasmhost.Callout, reply func(wasmhost.Response)) {
