@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -28,6 +29,8 @@ type results struct {
 	sizes      []moduleSize
 	wasm       *wasmResults
 	guestFlush []*guestFlush
+	wakeups    *wakeups
+	model      []*modelRow
 	hot        []*hotPath
 	flush      *flushBench
 }
@@ -46,7 +49,21 @@ const (
 	targetMemGrowth  = 1 << 20 // bytes of growth from the first to the second checkpoint
 	targetMemRatio   = 1.25    // filter / authority-floor, linear memory at the second checkpoint
 	targetFlushLimit = 2 * time.Millisecond
+
+	// Issue 7.
+	targetWakeupP99   = 10 * time.Millisecond // first request of an idle key → the operator has it
+	targetLongestTick = 10 * time.Millisecond // guest time of one proxy_on_tick at 10 000 keys
+	targetInclude     = 1.10                  // filter authority with a 20-pattern include / authority-floor
+	targetIgnore      = 1.35                  // filter authority with both ignore lists / authority-floor
+
+	// Issue 9.
+	targetAuthorityStrict = 1.0     // filter authority / authority-floor, ns per request
+	targetMemOverNoop     = 1 << 20 // bytes over the noop floor's linear memory at the second checkpoint
+	targetGCPerMillion    = 1.0     // guest GC cycles per million requests once warm
 )
+
+// memoryTargeted are the variants issue 9's memory and GC targets apply to.
+var memoryTargeted = []string{"filter authority", "filter authority, 8 hosts", "filter header"}
 
 // setBenchtime sets testing.Benchmark's run time, which only exists as the
 // test.benchtime flag.
@@ -89,6 +106,10 @@ func (r *results) markdown() report {
 		row("host calls/request", v.name, fmt.Sprintf("%.2f", v.perRequest(v.hostCalls)), v.breakdown(v.hostByName))
 	}
 	for _, v := range w.variants {
+		row("linear memory at VM start", v.name, mib(uint64(v.startMem)),
+			"after _initialize, proxy_on_vm_start and proxy_on_configure, before any request")
+	}
+	for _, v := range w.variants {
 		m1, m2 := v.mem[o.mem1], v.mem[o.mem2]
 		row("linear memory", v.name, fmt.Sprintf("%s after %s, %s after %s", mib(uint64(m1)), mem1, mib(uint64(m2)), mem2),
 			fmt.Sprintf("growth %+.2f MiB", (float64(m2)-float64(m1))/(1<<20)))
@@ -97,6 +118,22 @@ func (r *results) markdown() report {
 		if v.filter {
 			row("ratio linear memory", v.name+" / authority-floor", fmt.Sprintf("%.3f", float64(v.mem[o.mem2])/float64(floor.mem[o.mem2])),
 				"after "+mem2)
+		}
+	}
+	for _, v := range w.variants {
+		if v.filter {
+			row("linear memory over noop", v.name, fmt.Sprintf("%+.2f MiB", float64(int64(v.mem[o.mem2])-int64(noop.mem[o.mem2]))/(1<<20)),
+				fmt.Sprintf("after %s, against the noop floor's %s", mem2, mib(uint64(noop.mem[o.mem2]))))
+		}
+	}
+	for _, v := range w.variants {
+		value, detail := r.gcRow(v)
+		row("guest GC cycles per 1M requests", v.name, value, detail)
+	}
+	for _, v := range w.variants {
+		if v.filter {
+			value, detail := vmGauges(v)
+			row("guest VM gauges after "+mem2, v.name, value, detail)
 		}
 	}
 	for _, v := range w.variants {
@@ -125,19 +162,36 @@ func (r *results) markdown() report {
 	flushRow("Flusher.Tick single", fb.tickSingle, "evict pass + encode + no-op dispatch per key")
 	flushRow("Flusher.Tick batch", fb.tickBatch, "evict pass + collect + encode + one no-op dispatch")
 	for _, g := range r.guestFlush {
-		subject := "filter header, " + g.mode
-		if len(g.tick) == 0 {
-			row("guest flush, "+keys+" keys", subject, "no timed run", g.problems())
+		measure := "longest tick, " + keys + " keys"
+		if g.oneTick {
+			measure = "one-tick flush, " + keys + " keys"
+		}
+		if len(g.longest) == 0 {
+			row(measure, g.subject(), "no timed run", g.problems())
 			continue
 		}
-		s := durationSpread(g.tick)
-		a := durationSpread(g.tickAnswered)
-		detail := fmt.Sprintf("proxy_on_tick, median of %d (min–max %s–%s); %s until every answer is delivered; %d calls, %d body bytes",
-			s.N, ms(time.Duration(s.Min)), ms(time.Duration(s.Max)), ms(time.Duration(a.Median)), g.calls, g.bodyBytes)
+		all := durationSpread(g.longest)
+		detail := fmt.Sprintf("guest time of the longest proxy_on_tick in one flush_interval (%d ticks, every key once), median of %d intervals; longest of all %s, shortest %s; all the interval's ticks together %s; until every answer is delivered %s; %d calls, %d body bytes per interval",
+			g.ticks, all.N, ms(time.Duration(all.Max)), ms(time.Duration(all.Min)), ms(medianDuration(g.total)), ms(medianDuration(g.answered)), g.calls, g.body)
 		if !g.ok() {
 			detail += "; " + g.problems()
 		}
-		row("guest flush, "+keys+" keys", subject, ms(time.Duration(s.Median)), detail)
+		row(measure, g.subject(), ms(g.longestTick()), detail)
+	}
+	if wu := r.wakeups; wu != nil {
+		value := "none measured"
+		if len(wu.latencies) > 0 {
+			value = fmt.Sprintf("p50 %s, p99 %s", ms(percentile(wu.latencies, 50)), ms(percentile(wu.latencies, 99)))
+		}
+		detail := fmt.Sprintf("%d wake-ups after %d untimed: the first request of a never-seen key, from just before Worker.Request to the collector accepting its message (default dispatcher, loopback HTTP); min–max %s–%s; %d messages at the collector",
+			len(wu.latencies), wakeupWarmup, ms(minDuration(wu.latencies)), ms(maxDuration(wu.latencies)), wu.messages)
+		if wu.stopped != "" {
+			detail += "; stopped: " + wu.stopped
+		}
+		row("wake-up latency", fmt.Sprintf("filter authority, flush_interval %v", wakeupInterval), value, detail)
+	}
+	for _, m := range r.model {
+		row("model: operator messages/s", m.name, groupf(meshRate(m.perWorker()))+"/s", m.detail())
 	}
 	for _, m := range r.sizes {
 		what := m.name + ".wasm"
@@ -202,6 +256,45 @@ func (r *results) markdown() report {
 	target(eb < targetFlushLimit, "%s-key flush encode < 2 ms, batch: %s", keys, ms(eb))
 
 	return report{table: t.String(), targets: g.String(), where: r.whereTimeGoes(), pass: pass}
+}
+
+// gcRow is the value and detail of a variant's GC row.
+func (r *results) gcRow(v *variant) (string, string) {
+	if !v.filter {
+		return "n/a", "a floor plugin reports no GC count"
+	}
+	rate, ok := v.gcPerMillion(r.opts.mem1)
+	if !ok {
+		return "n/a", "the module sets no " + metricGCCycles + " gauge"
+	}
+	return fmt.Sprintf("%.2f", rate), fmt.Sprintf("once warm: the guest's %s gauge (Go runtime metrics, set at each tick), from the first tick after %s requests to the last at %s",
+		metricGCCycles, count(r.opts.mem1), count(r.opts.mem2))
+}
+
+// vmGauges is the value (the guest's Go heap, if reported) and the detail
+// (every reqcount.vm.* gauge) of a filter variant's VM row.
+func vmGauges(v *variant) (string, string) {
+	if len(v.vm) == 0 {
+		return "n/a", "the module sets no " + metricVM + "* gauges"
+	}
+	names := make([]string, 0, len(v.vm))
+	for n := range v.vm {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var parts []string
+	for _, n := range names {
+		val := fmt.Sprint(v.vm[n])
+		if strings.HasSuffix(n, "_bytes") {
+			val = mib(uint64(v.vm[n]))
+		}
+		parts = append(parts, n+" "+val)
+	}
+	value := "n/a"
+	if heap, ok := v.vm["heap_bytes"]; ok {
+		value = "heap " + mib(uint64(heap))
+	}
+	return value, metricVM + "* after the last tick: " + strings.Join(parts, ", ")
 }
 
 func phaseSummary() string {
