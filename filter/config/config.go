@@ -63,8 +63,13 @@ func (k KeySource) String() string {
 
 // Defaults for optional fields.
 const (
-	DefaultPath             = "/informer/incoming-request"
-	DefaultFlushInterval    = time.Second
+	DefaultPath = "/informer/incoming-request"
+	// DefaultFlushInterval is how often a worker reports each key it counted: see
+	// the README's Sizing section for why 30s.
+	DefaultFlushInterval = 30 * time.Second
+	// DefaultWakeAfter is the silence after which a key's first request is reported
+	// at once (a wake-up) instead of at its next regular report.
+	DefaultWakeAfter        = 30 * time.Second
 	DefaultTimeout          = 2 * time.Second
 	DefaultServiceHeader    = "x-service"
 	DefaultNamespaceHeader  = "x-namespace"
@@ -72,8 +77,22 @@ const (
 	DefaultClusterDomain    = "cluster.local"
 	DefaultMaxKeys          = 10000
 
+	// DefaultMemoSize bounds the authority memo when memo_size is not set: 4 spellings
+	// per key, at most 4096.
+	DefaultMemoSize = 4096
+
 	// MaxMaxKeys bounds max_keys so that a typo cannot ask a worker for gigabytes.
 	MaxMaxKeys = 1 << 20
+	// MaxMemoSize bounds memo_size likewise.
+	MaxMemoSize = 1 << 20
+	// MaxPatterns bounds each of include, exclude, ignore_paths and
+	// ignore_user_agents: they are lists a person writes, not data.
+	MaxPatterns = 256
+	// MaxSlices is the most ticks a flush interval is split into (Slices).
+	MaxSlices = 64
+	// MinTickPeriod is the shortest tick period Slices chooses when it splits an
+	// interval.
+	MinTickPeriod = 100 * time.Millisecond
 	// MaxConfigSize bounds the configuration document.
 	MaxConfigSize = 64 << 10
 )
@@ -111,6 +130,38 @@ type Config struct {
 	// MaxKeys is the most distinct (service, namespace) keys a worker holds.
 	// Defaults to 10000; at most MaxMaxKeys.
 	MaxKeys int
+	// WakeAfter is the silence after which a key's first request is sent at once,
+	// from the request callback. Zero turns wake-ups off. Defaults to 30s.
+	WakeAfter time.Duration
+	// Include, when not empty, limits counting to the keys one of its patterns
+	// matches; Exclude names keys never counted. Checked once per key.
+	Include, Exclude []Pattern
+	// IgnorePaths and IgnoreUserAgents are prefixes of :path and user-agent whose
+	// requests are not counted (probes, scrapes). Empty: those headers are not read.
+	IgnorePaths, IgnoreUserAgents []string
+	// MemoSize bounds the authority memo (authorities remembered with their entry).
+	// Zero turns the memo off. Defaults to min(4 × MaxKeys, DefaultMemoSize).
+	MemoSize int
+}
+
+// Slices is how many ticks one flush interval is split into: each tick reports
+// the keys of one slice, so a tick handles about 1/Slices of a worker's keys and
+// each key is still reported once per FlushInterval. It is the largest n ≤
+// MaxSlices that divides FlushInterval into whole-millisecond ticks of at least
+// MinTickPeriod (1 when the interval is shorter than two such ticks).
+func (c Config) Slices() int {
+	ms := int64(c.FlushInterval / time.Millisecond)
+	for n := int64(MaxSlices); n > 1; n-- {
+		if ms%n == 0 && time.Duration(ms/n)*time.Millisecond >= MinTickPeriod {
+			return int(n)
+		}
+	}
+	return 1
+}
+
+// TickPeriod is the period of the plugin's timer: FlushInterval / Slices.
+func (c Config) TickPeriod() time.Duration {
+	return c.FlushInterval / time.Duration(c.Slices())
 }
 
 // Error is a configuration that was refused. Field is the JSON field at fault, or
@@ -148,6 +199,12 @@ type document struct {
 	DefaultNamespace *string `json:"default_namespace"`
 	ClusterDomain    *string `json:"cluster_domain"`
 	MaxKeys          *int64  `json:"max_keys"`
+	WakeAfter        *string  `json:"wake_after"`
+	Include          []string `json:"include"`
+	Exclude          []string `json:"exclude"`
+	IgnorePaths      []string `json:"ignore_paths"`
+	IgnoreUserAgents []string `json:"ignore_user_agents"`
+	MemoSize         *int64   `json:"memo_size"`
 }
 
 // Parse reads a JSON configuration document, applies defaults and validates every
@@ -177,7 +234,8 @@ func Parse(data []byte) (Config, error) {
 var fieldNames = map[string]bool{
 	"cluster": true, "authority": true, "path": true, "mode": true, "flush_interval": true, "timeout": true,
 	"key_source": true, "service_header": true, "namespace_header": true, "service": true, "namespace": true,
-	"default_namespace": true, "cluster_domain": true, "max_keys": true,
+	"default_namespace": true, "cluster_domain": true, "max_keys": true, "wake_after": true, "include": true,
+	"exclude": true, "ignore_paths": true, "ignore_user_agents": true, "memo_size": true,
 }
 
 // checkFieldNames refuses an unknown field, a field whose name is not spelled
@@ -198,7 +256,8 @@ func checkFieldNames(data []byte) error {
 		name, _ := tok.(string)
 		if !fieldNames[name] {
 			return fieldErr(name, "unknown field (known: cluster, authority, path, mode, flush_interval, timeout, key_source, "+
-				"service_header, namespace_header, service, namespace, default_namespace, cluster_domain, max_keys)")
+				"service_header, namespace_header, service, namespace, default_namespace, cluster_domain, max_keys, "+
+				"wake_after, include, exclude, ignore_paths, ignore_user_agents, memo_size)")
 		}
 		if seen[name] {
 			return fieldErr(name, "given more than once")
@@ -220,8 +279,11 @@ func decodeError(err error) error {
 			return &Error{Reason: fmt.Sprintf("must be a JSON object, not %s", typeErr.Value)}
 		}
 		want := "a string"
-		if typeErr.Field == "max_keys" {
+		switch typeErr.Field {
+		case "max_keys", "memo_size":
 			want = "a whole number"
+		case "include", "exclude", "ignore_paths", "ignore_user_agents":
+			want = "a list of strings"
 		}
 		return fieldErr(typeErr.Field, "must be %s, not %s", want, typeErr.Value)
 	}
@@ -337,7 +399,74 @@ func (d *document) validate() (Config, error) {
 		}
 		c.MaxKeys = int(*d.MaxKeys)
 	}
+	c.MemoSize = min(4*c.MaxKeys, DefaultMemoSize)
+	if d.MemoSize != nil {
+		if *d.MemoSize < 0 || *d.MemoSize > MaxMemoSize {
+			return Config{}, fieldErr("memo_size", "%d is out of range: must be from 0 (no memo) to %d", *d.MemoSize, MaxMemoSize)
+		}
+		c.MemoSize = int(*d.MemoSize)
+	}
+	if c.WakeAfter, err = wakeAfter(d.WakeAfter); err != nil {
+		return Config{}, err
+	}
+	if c.Include, err = patterns("include", d.Include); err != nil {
+		return Config{}, err
+	}
+	if c.Exclude, err = patterns("exclude", d.Exclude); err != nil {
+		return Config{}, err
+	}
+	if c.KeySource == KeySourceStatic && !c.Counts(c.Service, c.Namespace) {
+		field := "exclude"
+		if len(c.Include) > 0 && !MatchAny(c.Include, c.Service, c.Namespace) {
+			field = "include"
+		}
+		return Config{}, fieldErr(field, "leaves out the static key %s.%s: nothing would ever be counted", c.Service, c.Namespace)
+	}
+	if c.IgnorePaths, err = prefixes("ignore_paths", d.IgnorePaths, true); err != nil {
+		return Config{}, err
+	}
+	if c.IgnoreUserAgents, err = prefixes("ignore_user_agents", d.IgnoreUserAgents, false); err != nil {
+		return Config{}, err
+	}
 	return c, nil
+}
+
+// wakeAfter parses wake_after: like millis, but "0s" is allowed and turns wake-ups off.
+func wakeAfter(p *string) (time.Duration, error) {
+	if p != nil {
+		if d, err := time.ParseDuration(*p); err == nil && d == 0 {
+			return 0, nil
+		}
+	}
+	return millis("wake_after", p, DefaultWakeAfter)
+}
+
+// prefixes checks a list of header-value prefixes: not empty, visible ASCII (and
+// spaces, for user agents), paths starting with '/'.
+func prefixes(field string, list []string, path bool) ([]string, error) {
+	if len(list) > MaxPatterns {
+		return nil, fieldErr(field, "has %d entries, more than the %d allowed", len(list), MaxPatterns)
+	}
+	for i, s := range list {
+		switch {
+		case s == "":
+			return nil, fieldErr(field, "entry %d is empty: it would match every request", i)
+		case path && !strings.HasPrefix(s, "/"):
+			return nil, fieldErr(field, "entry %d %q must start with '/'", i, s)
+		case path && !printable(s), !path && !printableOrSpace(s):
+			return nil, fieldErr(field, "entry %d %q has control or non-ASCII characters", i, s)
+		}
+	}
+	return list, nil
+}
+
+func printableOrSpace(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < ' ' || s[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // millis parses a positive Go duration in whole milliseconds, the unit Envoy's tick

@@ -3,6 +3,7 @@ package config_test
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -25,7 +26,7 @@ func TestDefaults(t *testing.T) {
 		{"authority (= cluster)", c.Authority, "collector"},
 		{"path", c.Path, "/informer/incoming-request"},
 		{"mode", c.Mode, config.ModeSingle},
-		{"flush_interval", c.FlushInterval, time.Second},
+		{"flush_interval", c.FlushInterval, 30 * time.Second},
 		{"timeout", c.Timeout, 2 * time.Second},
 		{"key_source", c.KeySource, config.KeySourceAuthority},
 		{"service_header", c.ServiceHeader, "x-service"},
@@ -35,6 +36,12 @@ func TestDefaults(t *testing.T) {
 		{"default_namespace", c.DefaultNamespace, "default"},
 		{"cluster_domain", c.ClusterDomain, "cluster.local"},
 		{"max_keys", c.MaxKeys, 10000},
+		{"wake_after", c.WakeAfter, 30 * time.Second},
+		{"memo_size", c.MemoSize, 4096},
+		{"include", len(c.Include), 0},
+		{"exclude", len(c.Exclude), 0},
+		{"ignore_paths", len(c.IgnorePaths), 0},
+		{"ignore_user_agents", len(c.IgnoreUserAgents), 0},
 	} {
 		t.Run(tc.field, func(t *testing.T) {
 			if tc.got != tc.want {
@@ -46,7 +53,8 @@ func TestDefaults(t *testing.T) {
 	if config.DefaultPath != c.Path || config.DefaultFlushInterval != c.FlushInterval ||
 		config.DefaultTimeout != c.Timeout || config.DefaultServiceHeader != c.ServiceHeader ||
 		config.DefaultNamespaceHeader != c.NamespaceHeader || config.DefaultDefaultNamespace != c.DefaultNamespace ||
-		config.DefaultClusterDomain != c.ClusterDomain || config.DefaultMaxKeys != c.MaxKeys {
+		config.DefaultClusterDomain != c.ClusterDomain || config.DefaultMaxKeys != c.MaxKeys ||
+		config.DefaultWakeAfter != c.WakeAfter || config.DefaultMemoSize != c.MemoSize {
 		t.Fatalf("Default* constants disagree with the parsed defaults: %+v", c)
 	}
 }
@@ -63,11 +71,33 @@ func TestAccepted(t *testing.T) {
 			"service_header":"x-svc","namespace_header":"x-ns","default_namespace":"apps",
 			"cluster_domain":"corp.example","max_keys":5}`,
 			func(c config.Config) bool {
-				return c == config.Config{Cluster: "outbound|8013||op.elasti.svc.cluster.local", Authority: "op.elasti:8013",
+				return reflect.DeepEqual(c, config.Config{Cluster: "outbound|8013||op.elasti.svc.cluster.local", Authority: "op.elasti:8013",
 					Path: "/count?x=1", Mode: config.ModeBatch, FlushInterval: 250 * time.Millisecond, Timeout: time.Minute,
 					KeySource: config.KeySourceHeader, ServiceHeader: "x-svc", NamespaceHeader: "x-ns",
-					DefaultNamespace: "apps", ClusterDomain: "corp.example", MaxKeys: 5}
+					DefaultNamespace: "apps", ClusterDomain: "corp.example", MaxKeys: 5, MemoSize: 20,
+					WakeAfter: config.DefaultWakeAfter})
 			}},
+		{"wake_after 0s turns wake-ups off", `{"cluster":"c","wake_after":"0s"}`, func(c config.Config) bool { return c.WakeAfter == 0 }},
+		{"wake_after 0 (no unit) turns wake-ups off", `{"cluster":"c","wake_after":"0"}`, func(c config.Config) bool { return c.WakeAfter == 0 }},
+		{"wake_after 5m", `{"cluster":"c","wake_after":"5m"}`, func(c config.Config) bool { return c.WakeAfter == 5*time.Minute }},
+		{"memo_size 0 turns the memo off", `{"cluster":"c","memo_size":0}`, func(c config.Config) bool { return c.MemoSize == 0 }},
+		{"memo_size default follows max_keys", `{"cluster":"c","max_keys":3}`, func(c config.Config) bool { return c.MemoSize == 12 }},
+		{"include and exclude", `{"cluster":"c","include":["*.ml","web.shop"],"exclude":["*.kube-system","db.*"]}`,
+			func(c config.Config) bool {
+				return reflect.DeepEqual(c.Include, []config.Pattern{{Service: "*", Namespace: "ml"}, {Service: "web", Namespace: "shop"}}) &&
+					reflect.DeepEqual(c.Exclude, []config.Pattern{{Service: "*", Namespace: "kube-system"}, {Service: "db", Namespace: "*"}})
+			}},
+		{"empty lists are unset", `{"cluster":"c","include":[],"ignore_paths":[]}`,
+			func(c config.Config) bool { return len(c.Include) == 0 && len(c.IgnorePaths) == 0 }},
+		{"ignore lists", `{"cluster":"c","ignore_paths":["/healthz","/metrics"],"ignore_user_agents":["kube-probe/","Prometheus/"]}`,
+			func(c config.Config) bool {
+				return reflect.DeepEqual(c.IgnorePaths, []string{"/healthz", "/metrics"}) &&
+					reflect.DeepEqual(c.IgnoreUserAgents, []string{"kube-probe/", "Prometheus/"})
+			}},
+		{"user agent prefix with a space", `{"cluster":"c","ignore_user_agents":["Mozilla/5.0 (compatible; Google"]}`,
+			func(c config.Config) bool { return len(c.IgnoreUserAgents) == 1 }},
+		{"static key included", `{"cluster":"c","key_source":"static","service":"web","namespace":"shop","include":["*.shop"]}`,
+			func(c config.Config) bool { return c.Counts("web", "shop") }},
 		{"whitespace around the object", " \n\t{\"cluster\":\"c\"}\r\n ", func(c config.Config) bool { return c.Cluster == "c" }},
 		{"mode single", `{"cluster":"c","mode":"single"}`, func(c config.Config) bool { return c.Mode == config.ModeSingle }},
 		{"key_source authority", `{"cluster":"c","key_source":"authority"}`,
@@ -249,13 +279,38 @@ func TestRefused(t *testing.T) {
 		{"max_keys -1", `{` + c + `,"max_keys":-1}`, "max_keys"},
 		{"max_keys too large", fmt.Sprintf(`{`+c+`,"max_keys":%d}`, config.MaxMaxKeys+1), "max_keys"},
 		{"max_keys huge", `{` + c + `,"max_keys":9223372036854775807}`, "max_keys"},
+		{"memo_size negative", `{` + c + `,"memo_size":-1}`, "memo_size"},
+		{"memo_size too large", fmt.Sprintf(`{`+c+`,"memo_size":%d}`, config.MaxMemoSize+1), "memo_size"},
+		{"memo_size string", `{` + c + `,"memo_size":"10"}`, "memo_size"},
+		{"wake_after not a duration", `{` + c + `,"wake_after":"later"}`, "wake_after"},
+		{"wake_after negative", `{` + c + `,"wake_after":"-1s"}`, "wake_after"},
+		{"wake_after sub-millisecond", `{` + c + `,"wake_after":"1500us"}`, "wake_after"},
+		{"wake_after a number", `{` + c + `,"wake_after":30}`, "wake_after"},
+		{"include not a list", `{` + c + `,"include":"web.shop"}`, "include"},
+		{"include no dot", `{` + c + `,"include":["web"]}`, "include"},
+		{"include bad label", `{` + c + `,"include":["Web.shop"]}`, "include"},
+		{"include three parts", `{` + c + `,"include":["web.shop.svc"]}`, "include"},
+		{"include partial wildcard", `{` + c + `,"include":["web-*.shop"]}`, "include"},
+		{"include empty pattern", `{` + c + `,"include":[""]}`, "include"},
+		{"include not strings", `{` + c + `,"include":[1]}`, "include"},
+		{"include too many", `{` + c + `,"include":[` + strings.Repeat(`"a.b",`, config.MaxPatterns) + `"a.b"]}`, "include"},
+		{"exclude bad", `{` + c + `,"exclude":["*"]}`, "exclude"},
+		{"exclude null entry", `{` + c + `,"exclude":["web.shop",null]}`, "exclude"},
+		{"static key not included", `{` + c + `,"key_source":"static","service":"web","namespace":"shop","include":["*.ml"]}`, "include"},
+		{"static key excluded", `{` + c + `,"key_source":"static","service":"web","namespace":"shop","exclude":["web.*"]}`, "exclude"},
+		{"ignore_paths no slash", `{` + c + `,"ignore_paths":["healthz"]}`, "ignore_paths"},
+		{"ignore_paths empty entry", `{` + c + `,"ignore_paths":[""]}`, "ignore_paths"},
+		{"ignore_paths space", `{` + c + `,"ignore_paths":["/a b"]}`, "ignore_paths"},
+		{"ignore_paths not a list", `{` + c + `,"ignore_paths":"/healthz"}`, "ignore_paths"},
+		{"ignore_user_agents empty entry", `{` + c + `,"ignore_user_agents":[""]}`, "ignore_user_agents"},
+		{"ignore_user_agents control", `{` + c + `,"ignore_user_agents":["kube\u0007"]}`, "ignore_user_agents"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := config.Parse([]byte(tc.json))
 			if err == nil {
 				t.Fatalf("Parse(%q) accepted: %+v", tc.json, got)
 			}
-			if got != (config.Config{}) {
+			if !reflect.DeepEqual(got, config.Config{}) {
 				t.Errorf("Parse returned a non-zero Config with its error: %+v", got)
 			}
 			var ce *config.Error
@@ -332,6 +387,81 @@ func TestModeAndKeySourceString(t *testing.T) {
 		c, err := config.Parse([]byte(`{"cluster":"c","key_source":"` + k.String() + `"}`))
 		if err != nil || c.KeySource != k {
 			t.Errorf("key_source %q: %v, %v", k, c.KeySource, err)
+		}
+	}
+}
+
+// TestSlices checks how a flush interval is split into ticks: whole milliseconds,
+// at least MinTickPeriod, at most MaxSlices, and slices × period = interval exactly.
+func TestSlices(t *testing.T) {
+	for _, tc := range []struct {
+		interval time.Duration
+		slices   int
+		period   time.Duration
+	}{
+		{time.Millisecond, 1, time.Millisecond},
+		{100 * time.Millisecond, 1, 100 * time.Millisecond},
+		{199 * time.Millisecond, 1, 199 * time.Millisecond},
+		{250 * time.Millisecond, 2, 125 * time.Millisecond},
+		{time.Second, 10, 100 * time.Millisecond},
+		{1009 * time.Millisecond, 1, 1009 * time.Millisecond}, // a prime number of ms
+		{10 * time.Second, 50, 200 * time.Millisecond},
+		{30 * time.Second, 60, 500 * time.Millisecond},
+		{time.Hour, 64, 56250 * time.Millisecond},
+	} {
+		c := config.Config{FlushInterval: tc.interval}
+		if got := c.Slices(); got != tc.slices {
+			t.Errorf("%v: Slices() = %d, want %d", tc.interval, got, tc.slices)
+		}
+		if got := c.TickPeriod(); got != tc.period || got*time.Duration(c.Slices()) != tc.interval {
+			t.Errorf("%v: TickPeriod() = %v, want %v", tc.interval, got, tc.period)
+		}
+	}
+}
+
+// TestPatterns checks pattern matching and Config.Counts.
+func TestPatterns(t *testing.T) {
+	for _, tc := range []struct {
+		pattern  string
+		svc, ns  string
+		want, ok bool
+	}{
+		{"web.shop", "web", "shop", true, true},
+		{"web.shop", "web", "blog", false, true},
+		{"*.ml", "model", "ml", true, true},
+		{"*.ml", "ml", "shop", false, true},
+		{"web.*", "web", "anything", true, true},
+		{"*.*", "a", "b", true, true},
+		{"web", "", "", false, false},
+		{".shop", "", "", false, false},
+		{"web.", "", "", false, false},
+		{"a.b.c", "", "", false, false},
+		{"**.shop", "", "", false, false},
+	} {
+		p, ok := config.ParsePattern(tc.pattern)
+		if ok != tc.ok {
+			t.Errorf("ParsePattern(%q) ok = %v, want %v", tc.pattern, ok, tc.ok)
+			continue
+		}
+		if ok && p.Match(tc.svc, tc.ns) != tc.want {
+			t.Errorf("%q.Match(%s, %s) = %v, want %v", tc.pattern, tc.svc, tc.ns, !tc.want, tc.want)
+		}
+		if ok && p.String() != tc.pattern {
+			t.Errorf("String() = %q, want %q", p.String(), tc.pattern)
+		}
+	}
+	c, err := config.Parse([]byte(`{"cluster":"c","include":["*.shop","api.*"],"exclude":["db.shop","*.kube-system"]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		svc, ns string
+		want    bool
+	}{
+		{"web", "shop", true}, {"db", "shop", false}, {"api", "blog", true}, {"api", "kube-system", false}, {"web", "blog", false},
+	} {
+		if got := c.Counts(tc.svc, tc.ns); got != tc.want {
+			t.Errorf("Counts(%s, %s) = %v, want %v", tc.svc, tc.ns, got, tc.want)
 		}
 	}
 }

@@ -5,11 +5,18 @@
 //   - A count moves from Pending to InFlight when a call carrying it is dispatched.
 //   - A delivered call (2xx) clears its InFlight; any other answer, a reset, or a
 //     dispatch error puts the count back into Pending for a later tick.
-//   - While a key's count is in flight the key is not sent again (single mode: per
-//     key; batch mode: one call per worker at a time). So nothing is sent twice.
-//   - A key that had no requests since the last tick and has nothing in flight is
-//     dropped from the table, so a worker's keys are the recently active ones and
-//     memory stays bounded by max_keys whatever the traffic.
+//   - While a key's count is in flight the key is not sent again (one call per key
+//     at a time, in both modes). So nothing is sent twice.
+//   - A flush interval is split into Slices ticks; each key belongs to one slice
+//     (its table slot, shifted by the worker's random Phase) and is sent on that
+//     slice's tick: once per flush interval, and a tick handles about 1/Slices of
+//     the keys, so no tick stalls the worker for long.
+//   - Wake sends one key at once, outside its slice (the first request after a
+//     silence), under the same rules.
+//   - A key with nothing pending or in flight and no request for IdleTicks ticks
+//     is dropped from the table at its slice's tick, so a worker's keys are the
+//     recently active ones and memory stays bounded by max_keys whatever the
+//     traffic.
 package flush
 
 import (
@@ -36,8 +43,16 @@ type Dispatch func(body []byte, id uint64) error
 
 // Options configure a Flusher.
 type Options struct {
-	// Batch sends one JSON array per flush instead of one object per key.
+	// Batch sends one JSON array per tick instead of one object per key.
 	Batch bool
+	// Slices is how many ticks one flush interval is split into (at least 1);
+	// Phase, in [0, Slices), shifts which slice goes first, so that workers
+	// started together do not report together.
+	Slices, Phase int
+	// IdleTicks is how many ticks a key with nothing pending or in flight is kept
+	// after its last request (at least Slices is used): a wake-up needs the key
+	// remembered for as long as its silence is shorter than wake_after.
+	IdleTicks uint32
 	// AbandonAfter is how many ticks a call may go unanswered before its counts are
 	// put back and its late answer ignored. Envoy always answers a call (at the
 	// latest with a timeout), so this only guards against a host that never does.
@@ -58,15 +73,19 @@ type Stats struct {
 	CountsSent, CountsDelivered, CountsRequeued uint64
 	// KeysEvicted counts idle keys dropped from the table.
 	KeysEvicted uint64
+	// Wakeups counts calls started by Wake (they are in CallsSent too).
+	Wakeups uint64
 	// LastStatus is the :status of the last non-2xx answer (resets have none).
 	LastStatus int
 	// LastDispatchError is the last error the host gave when starting a call.
 	LastDispatchError error
 }
 
+// call is one call awaiting its answer: the slots whose InFlight it carries.
 type call struct {
-	slot table.Slot // single mode
-	tick uint64     // when it was sent
+	slot  table.Slot   // the one key of a single-mode call or a wake-up
+	slots []table.Slot // a batch call's keys (nil otherwise)
+	tick  uint64       // when it was sent
 }
 
 // Flusher sends a Table's counts. Not safe for concurrent use (one per worker).
@@ -79,8 +98,7 @@ type Flusher struct {
 	nextID uint64
 	tick   uint64
 
-	// batch mode: the one call in flight, and its slots.
-	batchID    uint64
+	// batch mode: the keys and messages of the batch being built.
 	batchSlots []table.Slot
 	batchMsgs  []messages.RequestCount
 
@@ -91,8 +109,15 @@ type Flusher struct {
 
 // New returns a Flusher for t that sends with d.
 func New(t *table.Table, opts Options, d Dispatch) *Flusher {
+	opts.Slices = max(opts.Slices, 1)
+	opts.Phase = ((opts.Phase % opts.Slices) + opts.Slices) % opts.Slices
+	opts.IdleTicks = max(opts.IdleTicks, uint32(opts.Slices))
 	return &Flusher{t: t, opts: opts, dispatch: d, calls: make(map[uint64]call), nextID: 1}
 }
+
+// Now returns the tick count: 0 before the first Tick. The hot path stamps
+// Entry.Last with Now()+1.
+func (f *Flusher) Now() uint32 { return uint32(f.tick) }
 
 // Stats returns the running totals.
 func (f *Flusher) Stats() Stats { return f.stats }
@@ -100,8 +125,9 @@ func (f *Flusher) Stats() Stats { return f.stats }
 // InFlight returns the number of calls awaiting an answer.
 func (f *Flusher) InFlight() int { return len(f.calls) }
 
-// Tick runs one flush period: it abandons calls unanswered for too long, drops idle
-// keys, then sends every key with a count that is not in flight.
+// Tick runs one tick: it abandons calls unanswered for too long, then, for the
+// keys of this tick's slice, drops the idle ones and sends every count that is not
+// in flight.
 func (f *Flusher) Tick() {
 	f.tick++
 	if f.opts.AbandonAfter > 0 {
@@ -112,70 +138,111 @@ func (f *Flusher) Tick() {
 			}
 		}
 	}
-	f.t.Each(func(s table.Slot, e *table.Entry) {
-		if e.Pending == 0 && e.InFlight == 0 {
+	first := table.Slot((int(f.tick%uint64(f.opts.Slices)) + f.opts.Phase) % f.opts.Slices)
+	now := uint32(f.tick)
+	for s := first; int(s) < f.t.Slots(); s += table.Slot(f.opts.Slices) {
+		if !f.t.Held(s) {
+			continue
+		}
+		if e := f.t.At(s); e.Pending == 0 && e.InFlight == 0 && now-e.Last >= f.opts.IdleTicks {
 			f.t.Remove(s)
 			f.stats.KeysEvicted++
 		}
-	})
-	f.Flush()
+	}
+	if !f.draining {
+		f.send(first, f.opts.Slices)
+	}
 }
 
-// Flush sends what may be sent now. After Drain it sends nothing.
+// Flush sends every count that is not in flight, whatever its slice. After Drain
+// it sends nothing.
 func (f *Flusher) Flush() {
 	if !f.draining {
-		f.send()
+		f.send(0, 1)
 	}
 }
 
-// send sends every count that is not in flight: one call per key, or one batch
-// if no batch is in flight.
-func (f *Flusher) send() {
-	if f.opts.Batch {
-		f.sendBatch()
-		return
+// Wake sends the key in slot s at once, outside its slice: the first request of
+// a key after a silence. It sends nothing while the key is in flight (its counts
+// go out with its next report) or after Drain, and reports whether it sent.
+func (f *Flusher) Wake(s table.Slot) bool {
+	if f.draining || !f.t.Held(s) {
+		return false
 	}
-	stop := false
-	f.t.Each(func(s table.Slot, e *table.Entry) {
-		if stop || e.Pending == 0 || e.InFlight > 0 {
-			return
+	e := f.t.At(s)
+	if e.Pending == 0 || e.InFlight > 0 {
+		return false
+	}
+	var ok bool
+	if f.opts.Batch {
+		f.batchSlots, f.batchMsgs = append(f.batchSlots[:0], s), append(f.batchMsgs[:0], message(e))
+		ok = f.sendBatch()
+	} else {
+		ok = f.sendOne(s, e)
+	}
+	if ok {
+		f.stats.Wakeups++
+	}
+	return ok
+}
+
+// send sends the counts not in flight of the keys in slots first, first+step, …:
+// one call per key, or one batch.
+func (f *Flusher) send(first table.Slot, step int) {
+	if f.opts.Batch {
+		f.batchSlots, f.batchMsgs = f.batchSlots[:0], f.batchMsgs[:0]
+	}
+	for s := first; int(s) < f.t.Slots(); s += table.Slot(step) {
+		if !f.t.Held(s) {
+			continue
 		}
-		id, ok := f.call(messages.AppendFields(f.buf[:0], int(e.Pending), e.Service(), e.Namespace()))
-		if !ok {
+		e := f.t.At(s)
+		if e.Pending == 0 || e.InFlight > 0 {
+			continue
+		}
+		if f.opts.Batch {
+			f.batchSlots = append(f.batchSlots, s)
+			f.batchMsgs = append(f.batchMsgs, message(e))
+			continue
+		}
+		if !f.sendOne(s, e) {
 			// The host refuses a call for reasons that hold for every key (unknown
 			// cluster, bad headers): stop here and try again next tick.
-			stop = true
 			return
 		}
-		f.calls[id] = call{slot: s, tick: f.tick}
-		f.sent(e)
-	})
+	}
+	if f.opts.Batch && len(f.batchSlots) > 0 {
+		f.sendBatch()
+	}
 }
 
-func (f *Flusher) sendBatch() {
-	if f.batchID != 0 {
-		return // one batch call per worker at a time
+func message(e *table.Entry) messages.RequestCount {
+	return messages.RequestCount{Count: int(e.Pending), Svc: e.Service(), Namespace: e.Namespace()}
+}
+
+// sendOne sends one key's Pending as a single-mode call.
+func (f *Flusher) sendOne(s table.Slot, e *table.Entry) bool {
+	id, ok := f.call(messages.AppendFields(f.buf[:0], int(e.Pending), e.Service(), e.Namespace()))
+	if !ok {
+		return false
 	}
-	f.batchSlots, f.batchMsgs = f.batchSlots[:0], f.batchMsgs[:0]
-	f.t.Each(func(s table.Slot, e *table.Entry) {
-		if e.Pending == 0 || e.InFlight > 0 {
-			return
-		}
-		f.batchSlots = append(f.batchSlots, s)
-		f.batchMsgs = append(f.batchMsgs, messages.RequestCount{Count: int(e.Pending), Svc: e.Service(), Namespace: e.Namespace()})
-	})
-	if len(f.batchSlots) == 0 {
-		return
-	}
+	f.calls[id] = call{slot: s, tick: f.tick}
+	f.sent(e)
+	return true
+}
+
+// sendBatch sends batchMsgs as one array, carrying batchSlots.
+func (f *Flusher) sendBatch() bool {
 	id, ok := f.call(messages.AppendBatchJSON(f.buf[:0], f.batchMsgs))
 	if !ok {
-		return
+		return false
 	}
-	f.batchID = id
-	f.calls[id] = call{tick: f.tick}
-	for _, s := range f.batchSlots {
+	slots := append([]table.Slot(nil), f.batchSlots...)
+	f.calls[id] = call{slots: slots, tick: f.tick}
+	for _, s := range slots {
 		f.sent(f.t.At(s))
 	}
+	return true
 }
 
 // call dispatches body as a new call and returns its id, or false if the host
@@ -220,7 +287,7 @@ func (f *Flusher) Done(id uint64, o Outcome, status int) {
 	if f.draining && o == Delivered {
 		// Shutting down: counts held back only because their key was in flight go
 		// out now. A failed call is not retried, so the shutdown still ends.
-		f.send()
+		f.send(0, 1)
 	}
 }
 
@@ -236,11 +303,10 @@ func (f *Flusher) settle(id uint64, c call, delivered bool) {
 		}
 		e.InFlight = 0
 	}
-	if f.opts.Batch && id == f.batchID {
-		for _, s := range f.batchSlots {
+	if c.slots != nil {
+		for _, s := range c.slots {
 			apply(f.t.At(s))
 		}
-		f.batchID = 0
 		return
 	}
 	apply(f.t.At(c.slot))
@@ -256,6 +322,9 @@ func (f *Flusher) Drain() int {
 	f.draining = true
 	return len(f.calls)
 }
+
+// Draining reports whether Drain was called.
+func (f *Flusher) Draining() bool { return f.draining }
 
 // Pending returns the requests counted and not delivered or in flight: what would
 // be lost if the VM stopped now.

@@ -127,18 +127,23 @@ func TestBatchModeBody(t *testing.T) {
 		t.Fatalf("stats %+v, InFlight %d", s, f.InFlight())
 	}
 
-	// While the batch is in flight nothing more is sent, not even new keys.
+	// While a key is in flight it is not sent again; a new key goes out in a
+	// batch of its own.
 	add(tb, "web.shop", 1)
 	add(tb, "new.shop", 1)
 	f.Tick()
-	if got := h.take(); len(got) != 0 {
-		t.Fatalf("second batch while one is in flight: %+v", got)
+	want = "[" + body(1, "new", "shop") + "]"
+	if got := h.take(); len(got) != 1 || got[0].body != want || got[0].id != 2 {
+		t.Fatalf("second batch %+v, want only the key not in flight: %s", got, want)
 	}
 	f.Done(1, flush.Delivered, 200)
 	f.Tick()
-	want = "[" + body(1, "web", "shop") + "," + body(1, "new", "shop") + "]"
-	if got := h.take(); len(got) != 1 || got[0].body != want || got[0].id != 2 {
+	want = "[" + body(1, "web", "shop") + "]"
+	if got := h.take(); len(got) != 1 || got[0].body != want || got[0].id != 3 {
 		t.Fatalf("sent %+v, want %s", got, want)
+	}
+	if s := f.Stats(); s.CountsSent != 8 || f.InFlight() != 2 {
+		t.Fatalf("stats %+v, InFlight %d", s, f.InFlight())
 	}
 }
 
@@ -481,7 +486,7 @@ func TestDrain(t *testing.T) {
 		{"single, a.ns in flight", false, false, true, 1, 2, 1},
 		{"single, dispatch refused", false, true, false, 0, 0, 3},
 		{"batch", true, false, false, 1, 1, 0},
-		{"batch in flight", true, false, true, 0, 1, 2},
+		{"batch, a.ns in flight", true, false, true, 1, 2, 1},
 		{"batch, dispatch refused", true, true, false, 0, 0, 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -538,10 +543,12 @@ func TestDrain(t *testing.T) {
 func TestRandomInterleaving(t *testing.T) {
 	for _, batch := range []bool{false, true} {
 		for _, abandon := range []uint64{0, 3} {
-			for _, seed := range []int64{1, 2, 3} {
-				t.Run(fmt.Sprintf("batch=%v/abandon=%d/seed=%d", batch, abandon, seed), func(t *testing.T) {
-					runInterleaving(t, batch, abandon, seed)
-				})
+			for _, slices := range []int{1, 3} {
+				for _, seed := range []int64{1, 2, 3} {
+					t.Run(fmt.Sprintf("batch=%v/abandon=%d/slices=%d/seed=%d", batch, abandon, slices, seed), func(t *testing.T) {
+						runInterleaving(t, batch, abandon, slices, seed)
+					})
+				}
 			}
 		}
 	}
@@ -554,7 +561,7 @@ type modelCall struct {
 	abandoned bool // the Flusher has given up on it; its answer is late
 }
 
-func runInterleaving(t *testing.T, batch bool, abandonAfter uint64, seed int64) {
+func runInterleaving(t *testing.T, batch bool, abandonAfter uint64, slices int, seed int64) {
 	const (
 		steps   = 4000
 		numKeys = 8
@@ -570,49 +577,66 @@ func runInterleaving(t *testing.T, batch bool, abandonAfter uint64, seed int64) 
 		refuse    bool
 		abandoned uint64
 		late      uint64
+		waking    bool                  // inside Wake: the call is a wake-up, not a regular report
+		reported  = map[string]uint64{} // key → tick of its last regular report
+		wakeups   uint64
 	)
-	f := flush.New(tb, flush.Options{Batch: batch, AbandonAfter: abandonAfter}, func(b []byte, id uint64) error {
-		if refuse {
-			return errRefused
-		}
-		if _, dup := live[id]; dup {
-			t.Fatalf("id %d reused while live", id)
-		}
-		want := byte('{') // single mode: one object, what the operator decodes
-		if batch {
-			want = '['
-		}
-		if len(b) == 0 || b[0] != want {
-			t.Fatalf("batch=%v: body %s does not start with %c", batch, b, want)
-		}
-		ms, err := messages.Decode(b)
-		if err != nil {
-			t.Fatalf("body %s: %v", b, err)
-		}
-		for _, c := range live {
-			if c.abandoned {
-				continue
+	var f *flush.Flusher
+	f = flush.New(tb, flush.Options{Batch: batch, AbandonAfter: abandonAfter, Slices: slices, Phase: int(seed)},
+		func(b []byte, id uint64) error {
+			if refuse {
+				return errRefused
 			}
+			if _, dup := live[id]; dup {
+				t.Fatalf("id %d reused while live", id)
+			}
+			want := byte('{') // single mode: one object, what the operator decodes
 			if batch {
-				t.Fatalf("batch %s sent while batch %v is in flight", b, c.msgs)
+				want = '['
 			}
-			for _, m := range c.msgs {
-				if m.Svc == ms[0].Svc && m.Namespace == ms[0].Namespace {
-					t.Fatalf("%s sent while %v is in flight for the same key", b, c.msgs)
+			if len(b) == 0 || b[0] != want {
+				t.Fatalf("batch=%v: body %s does not start with %c", batch, b, want)
+			}
+			ms, err := messages.Decode(b)
+			if err != nil {
+				t.Fatalf("body %s: %v", b, err)
+			}
+			for _, c := range live {
+				if c.abandoned {
+					continue
+				}
+				for _, m := range c.msgs {
+					for _, n := range ms {
+						if m.Svc == n.Svc && m.Namespace == n.Namespace {
+							t.Fatalf("%s sent while %v is in flight for the same key", b, c.msgs)
+						}
+					}
 				}
 			}
-		}
-		seen := map[string]bool{}
-		for _, m := range ms {
-			k := m.Svc + "." + m.Namespace
-			if seen[k] {
-				t.Fatalf("key %s twice in one batch %s", k, b)
+			if waking && len(ms) != 1 {
+				t.Fatalf("wake-up %s carries %d keys", b, len(ms))
 			}
-			seen[k] = true
-		}
-		live[id] = &modelCall{msgs: ms, tick: tick}
-		return nil
-	})
+			for _, m := range ms {
+				k := m.Svc + "." + m.Namespace
+				if last, ok := reported[k]; ok && !waking && !f.Draining() && tick-last < uint64(slices) {
+					t.Fatalf("%s reported at tick %d, %d ticks after its last report: more than once per interval of %d ticks",
+						k, tick, tick-last, slices)
+				}
+				if !waking {
+					reported[k] = tick
+				}
+			}
+			seen := map[string]bool{}
+			for _, m := range ms {
+				k := m.Svc + "." + m.Namespace
+				if seen[k] {
+					t.Fatalf("key %s twice in one batch %s", k, b)
+				}
+				seen[k] = true
+			}
+			live[id] = &modelCall{msgs: ms, tick: tick}
+			return nil
+		})
 
 	total := func(m map[string]uint64) (n uint64) {
 		for _, v := range m {
@@ -697,6 +721,16 @@ func runInterleaving(t *testing.T, batch bool, abandonAfter uint64, seed int64) 
 	for step := 0; step < steps; step++ {
 		var op string
 		switch r := rng.Intn(100); {
+		case r < 5:
+			k := fmt.Sprintf("k%d.ns", rng.Intn(numKeys))
+			op = "wake " + k
+			if s, ok := tb.Lookup(k); ok {
+				waking = true
+				if f.Wake(s) {
+					wakeups++
+				}
+				waking = false
+			}
 		case r < 50:
 			k := fmt.Sprintf("k%d.ns", rng.Intn(numKeys))
 			n := uint64(1 + rng.Intn(3))
@@ -751,10 +785,15 @@ func runInterleaving(t *testing.T, batch bool, abandonAfter uint64, seed int64) 
 	if s := f.Stats(); s.CountsDelivered != total(added) || total(added) == 0 {
 		t.Fatalf("CountsDelivered %d, added %d", s.CountsDelivered, total(added))
 	}
-	// Everything delivered: the next tick evicts every key.
-	doTick()
+	// Everything delivered: one interval of ticks evicts every key.
+	for i := 0; i < slices; i++ {
+		doTick()
+	}
 	if tb.Len() != 0 {
 		t.Fatalf("%d keys left after all was delivered", tb.Len())
+	}
+	if s := f.Stats(); s.Wakeups != wakeups {
+		t.Fatalf("Stats().Wakeups %d, model %d", s.Wakeups, wakeups)
 	}
 	s := f.Stats()
 	t.Logf("added %d in %d calls (%d delivered, %d rejected, %d reset, %d abandoned, %d refused, %d late), %d evictions",

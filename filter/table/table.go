@@ -16,6 +16,13 @@ type Entry struct {
 	// InFlight is the number of requests sent in a call that has not been answered
 	// yet. While it is above zero the key is not sent again.
 	InFlight uint64
+	// Last is 1 + the tick count at the key's last request, 0 if it has had none:
+	// the flush path measures a key's silence with it (wake-ups, eviction) without
+	// a clock read per request.
+	Last uint32
+	// Excluded marks a key the configuration does not count (include/exclude): it
+	// is held so that the decision is made once per key, and is never sent.
+	Excluded bool
 }
 
 // Service returns the service part of the key.
@@ -96,6 +103,38 @@ func (t *Table) AddRef(r Ref, n uint64) bool {
 	t.entries[r.slot].Pending += n
 	return true
 }
+
+// Get returns the entry r names, or nil if it has been removed since r was taken.
+// The pointer is valid until the entry is removed.
+func (t *Table) Get(r Ref) *Entry {
+	if int(r.slot) >= len(t.entries) || t.gens[r.slot] != r.gen {
+		return nil
+	}
+	return &t.entries[r.slot]
+}
+
+// Ensure returns the entry for k, adding an empty one if k is not held (added is
+// then true). It returns ok false, adding nothing, when k is not held and the
+// table is full. For a key already held it allocates nothing.
+func (t *Table) Ensure(k []byte) (r Ref, e *Entry, added, ok bool) {
+	if s, ok := t.index[string(k)]; ok {
+		return Ref{s, t.gens[s]}, &t.entries[s], false, true
+	}
+	r, ok = t.AddKey(k, 0)
+	if !ok {
+		return Ref{}, nil, false, false
+	}
+	return r, &t.entries[r.slot], true, true
+}
+
+// Slot returns the slot r names (valid while the entry is held).
+func (r Ref) Slot() Slot { return r.slot }
+
+// Slots returns the number of slots, held or free: Each and At cover [0, Slots).
+func (t *Table) Slots() int { return len(t.entries) }
+
+// Held reports whether slot s holds an entry.
+func (t *Table) Held(s Slot) bool { return int(s) < len(t.entries) && t.entries[s].Key != "" }
 
 // Len returns the number of keys held.
 func (t *Table) Len() int { return len(t.index) }
