@@ -551,4 +551,3 @@ func runVariants(ctx context.Context, o options, mods map[string]*wasmhost.Modul
 	}
 	return res, nil
 }
-
