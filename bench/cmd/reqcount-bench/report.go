@@ -181,11 +181,12 @@ func (r *results) markdown() report {
 	}
 	if wu := r.wakeups; wu != nil {
 		value := "none measured"
+		detail := fmt.Sprintf("%d wake-ups after %d untimed: the first request of a never-seen key, from just before Worker.Request to the collector accepting its message (default dispatcher, loopback HTTP); %d messages at the collector",
+			len(wu.latencies), wakeupWarmup, wu.messages)
 		if len(wu.latencies) > 0 {
 			value = fmt.Sprintf("p50 %s, p99 %s", ms(percentile(wu.latencies, 50)), ms(percentile(wu.latencies, 99)))
+			detail += fmt.Sprintf("; min–max %s–%s", ms(minDuration(wu.latencies)), ms(maxDuration(wu.latencies)))
 		}
-		detail := fmt.Sprintf("%d wake-ups after %d untimed: the first request of a never-seen key, from just before Worker.Request to the collector accepting its message (default dispatcher, loopback HTTP); min–max %s–%s; %d messages at the collector",
-			len(wu.latencies), wakeupWarmup, ms(minDuration(wu.latencies)), ms(maxDuration(wu.latencies)), wu.messages)
 		if wu.stopped != "" {
 			detail += "; stopped: " + wu.stopped
 		}
@@ -393,12 +394,29 @@ func (r *results) whereTimeGoes() string {
 	}
 	p("- Host side: allocations of the benchmark process per request (wasmhost + wazero, not the guest): %s. Near zero means the host's own GC does not weigh on the ns figures.",
 		strings.Join(allocs, ", "))
+	p("- filter authority, include 20 − filter authority = %+.0f ns: the include list is matched once per key, when the key is first seen, so a seen authority costs what it costs without the list.",
+		med("filter authority, include 20")-fa)
+	p("- filter authority, ignore rules − filter authority = %+.0f ns: %+.2f host calls and %+.2f guest entries per request (:path and user-agent read and checked against their prefixes); without the lists the filter reads neither.",
+		med("filter authority, ignore rules")-fa, hc("filter authority, ignore rules")-hc("filter authority"), ent("filter authority, ignore rules")-ent("filter authority"))
 	var grow []string
 	for _, v := range w.variants {
-		grow = append(grow, fmt.Sprintf("%s %s → %s", v.name, mib(uint64(v.mem[r.opts.mem1])), mib(uint64(v.mem[r.opts.mem2]))))
+		grow = append(grow, fmt.Sprintf("%s %s → %s → %s", v.name, mib(uint64(v.startMem)), mib(uint64(v.mem[r.opts.mem1])), mib(uint64(v.mem[r.opts.mem2]))))
 	}
-	p("- The guest's GC is not observable from the host (runtime/metrics live inside the module); what is: linear memory, which a Go heap never returns, so its growth bounds the live heap plus GC headroom — %s.",
-		strings.Join(grow, "; "))
+	p("- Linear memory, which a Go heap never returns, so it bounds the live heap plus GC headroom and the runtime's own structures (at VM start → after %s → after %s requests): %s.",
+		count(r.opts.mem1), count(r.opts.mem2), strings.Join(grow, "; "))
+	var gcs []string
+	for _, v := range w.variants {
+		if rate, ok := v.gcPerMillion(r.opts.mem1); ok {
+			gcs = append(gcs, fmt.Sprintf("%s %.2f", v.name, rate))
+		}
+	}
+	if len(gcs) == 0 {
+		p("- The guest's GC is not observable from the host: the module sets no %s gauge.", metricGCCycles)
+	} else {
+		_, gauges := vmGauges(w.variant("filter authority"))
+		p("- Guest GC cycles per million requests once warm, from the filter's %s gauge: %s. Where filter authority's memory goes, by its own gauges: %s.",
+			metricGCCycles, strings.Join(gcs, ", "), gauges)
+	}
 	return b.String()
 }
 
