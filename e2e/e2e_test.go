@@ -278,6 +278,11 @@ func TestTotalsExact(t *testing.T) {
 			t.Errorf("counter %s = %d, want %d", name, got, value)
 		}
 	}
+	// Each worker's first request of each key is a wake-up (wake_after's default),
+	// sent from the request callback: they are mixed into the totals above.
+	if got := h.Counter(filtertest.MetricWakeups); got == 0 || got > workers*20 {
+		t.Errorf("counter %s = %d, want 1 to %d (one per worker and key at most)", filtertest.MetricWakeups, got, workers*20)
+	}
 	if got, sent := h.Counter(filtertest.MetricCallsDelivered), h.Counter(metricCallsSent); got != sent || got != uint64(coll.Stats().Accepted) {
 		t.Errorf("calls delivered %d, sent %d, accepted by the collector %d: want all equal", got, sent, coll.Stats().Accepted)
 	}
@@ -380,7 +385,38 @@ func TestFaults(t *testing.T) {
 			if got := h.Counter(filtertest.MetricCounted); got != 4000 {
 				t.Errorf("counter %s = %d, want 4000", filtertest.MetricCounted, got)
 			}
+			// The first requests were wake-ups, sent into the fault and put back.
+			if got := h.Counter(filtertest.MetricWakeups); got == 0 {
+				t.Errorf("counter %s = 0: no wake-up was mixed in", filtertest.MetricWakeups)
+			}
 		})
+	}
+}
+
+// TestTotalsExactSliced is TestTotalsExact with a flush interval split into 5
+// ticks (each tick sends a fifth of the keys) and wake-ups of 1s, so that keys
+// also wake again after the pauses between rounds: totals stay exact.
+func TestTotalsExactSliced(t *testing.T) {
+	const workers, perRound, rounds = 4, 5000, 3
+	ctx := boundedCtx(t)
+	coll := startCollector(t, collector.Options{})
+	h := liveHost(t, workers, coll, []byte(fmt.Sprintf(`{"cluster":%q,"flush_interval":"500ms","wake_after":"300ms","timeout":"5s"}`, liveCluster)))
+	if got := h.Worker(0).TickPeriod(); got != 100*time.Millisecond {
+		t.Fatalf("tick period %v, want 100ms (500ms in 5 slices)", got)
+	}
+	want := map[collector.Key]int{}
+	for round := 0; round < rounds; round++ {
+		plans, w := spread(workers, perRound/workers, services(12, "shop", "blog"))
+		send(t, ctx, h, plans)
+		for k, n := range w {
+			want[k] += n
+		}
+		waitTotals(t, ctx, coll, want)
+		time.Sleep(800 * time.Millisecond) // silence longer than wake_after
+	}
+	shutDown(t, ctx, h, coll, want)
+	if got := h.Counter(filtertest.MetricWakeups); got < workers*12 {
+		t.Errorf("counter %s = %d, want at least one wake-up per worker and key (%d)", filtertest.MetricWakeups, got, workers*12)
 	}
 }
 

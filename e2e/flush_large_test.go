@@ -15,17 +15,23 @@ import (
 // or finishing inside the host's malloc (Envoy, and this host, trap the
 // poll_oneoff it makes there), and host out-parameters on a stack that moved
 // during that malloc (an answer read as empty: a count lost or sent twice).
-// Every flush must deliver exactly one count per key, with no crash.
+// Every flush must deliver exactly one count per key, with no crash. The
+// flush_interval of 100ms is one tick, so each tick flushes every key; the
+// "wake-ups" case also sends each key's first request from the request callback.
 func TestLargeFlushes(t *testing.T) {
 	const keys, rounds = 10000, 8
-	for _, mode := range []string{"single", "batch"} {
-		t.Run(mode, func(t *testing.T) {
+	for _, tc := range []struct{ name, mode, wake string }{
+		{"single", "single", "0s"}, {"batch", "batch", "0s"}, {"single, wake-ups", "single", "30s"},
+	} {
+		mode := tc.mode
+		t.Run(tc.name, func(t *testing.T) {
 			var mu sync.Mutex
 			got := map[string]int{}
 			h := startHost(t, wasmhost.Config{
-				PluginConfig: []byte(fmt.Sprintf(`{"cluster":"collector","mode":%q,"key_source":"header","max_keys":%d}`, mode, keys)),
-				Clusters:     map[string]string{"collector": ""},
-				ManualTicks:  true,
+				PluginConfig: []byte(fmt.Sprintf(`{"cluster":"collector","mode":%q,"key_source":"header","max_keys":%d,`+
+					`"flush_interval":"100ms","wake_after":%q}`, mode, keys, tc.wake)),
+				Clusters:    map[string]string{"collector": ""},
+				ManualTicks: true,
 				Dispatch: func(c wasmhost.Callout, reply func(wasmhost.Response)) {
 					ms, err := messages.Decode(c.Body)
 					mu.Lock()

@@ -6,6 +6,7 @@ import (
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm"
 
 	"github.com/reqcount/reqcount/filter/flush"
+	"github.com/reqcount/reqcount/filter/table"
 )
 
 // OnTick is the flush path: push the metrics, then send the counts.
@@ -16,6 +17,7 @@ func (p *pluginContext) OnTick() {
 	p.logFailedCalls()
 	before := p.flusher.Stats()
 	p.flusher.Tick()
+	p.now = p.flusher.Now() + 1
 	after := p.flusher.Stats()
 	if n := after.DispatchErrors - before.DispatchErrors; n > 0 {
 		proxywasm.LogWarnf("reqcount: could not start a call to cluster %q: %v (counts kept for the next tick)",
@@ -26,6 +28,28 @@ func (p *pluginContext) OnTick() {
 			n, p.cfg.Cluster, abandonAfter(p.cfg))
 	}
 	p.pushMetrics()
+}
+
+// wake sends a key's counts at once, from the request callback that found the
+// key silent for longer than wake_after. The call is made as the root context's:
+// Envoy binds every proxy_http_call to the root context and answers it there,
+// often after the stream is gone, and the SDK drops an answer registered under a
+// stream that no longer exists (see filter/_sdkabi: SetEffectiveContext moves the
+// SDK's active context too). It is the last host call of the request callback.
+// If the call cannot be made, the counts go out with the key's next report.
+func (p *pluginContext) wake(ref table.Ref) {
+	if p.draining {
+		return
+	}
+	if err := proxywasm.SetEffectiveContext(p.rootID); err != nil {
+		p.tallies.wakeFailures++
+		return
+	}
+	before := p.flusher.Stats().DispatchErrors
+	p.flusher.Wake(ref.Slot())
+	if p.flusher.Stats().DispatchErrors != before {
+		p.tallies.wakeFailures++
+	}
 }
 
 // dispatch sends one flush body; the answer comes to onResponse.

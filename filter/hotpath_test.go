@@ -69,6 +69,9 @@ func startPlugin(t testing.TB, cfgJSON string) *pluginContext {
 	if err != nil {
 		t.Fatalf("config %s: %v", cfgJSON, err)
 	}
+	// No host here to dispatch a wake-up to: the scenarios (filtertest) cover
+	// wake-ups on proxytest and on the compiled module.
+	cfg.WakeAfter = 0
 	p := (&vmContext{}).NewPluginContext(1).(*pluginContext)
 	p.start(cfg)
 	return p
@@ -164,7 +167,7 @@ func TestAuthorityMemo(t *testing.T) {
 
 	// Distinct authorities beyond the memo's bound: it starts over, never grows past it.
 	p = startPlugin(t, `{"cluster":"c","max_keys":1}`)
-	bound := memoSize(1)
+	bound := p.cfg.MemoSize
 	for i := 0; i < 3*bound; i++ {
 		p.countAuthority("web.shop:" + strconv.Itoa(i+1))
 		if p.memo.Len() > bound {

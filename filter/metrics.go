@@ -25,6 +25,10 @@ var counterSpecs = []struct {
 }{
 	{"reqcount.requests_counted", func(t *tallies, _ *flush.Stats) uint64 { return t.counted }},
 	{"reqcount.requests_overflow", func(t *tallies, _ *flush.Stats) uint64 { return t.overflow }},
+	{"reqcount.requests_uncounted.excluded", func(t *tallies, _ *flush.Stats) uint64 { return t.excluded }},
+	{"reqcount.requests_ignored", func(t *tallies, _ *flush.Stats) uint64 { return t.ignored }},
+	{"reqcount.flush.wakeups_sent", func(_ *tallies, s *flush.Stats) uint64 { return s.Wakeups }},
+	{"reqcount.flush.wakeups_failed", func(t *tallies, _ *flush.Stats) uint64 { return t.wakeFailures }},
 	{"reqcount.flush.calls_sent", func(_ *tallies, s *flush.Stats) uint64 { return s.CallsSent }},
 	{"reqcount.flush.calls_delivered", func(_ *tallies, s *flush.Stats) uint64 { return s.CallsDelivered }},
 	{"reqcount.flush.calls_rejected", func(_ *tallies, s *flush.Stats) uint64 { return s.CallsRejected }},

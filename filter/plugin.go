@@ -2,6 +2,7 @@ package main
 
 import (
 	"math"
+	"math/rand/v2"
 	"time"
 
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm"
@@ -19,8 +20,8 @@ type vmContext struct {
 }
 
 // NewPluginContext is called by Envoy for each root context.
-func (*vmContext) NewPluginContext(uint32) types.PluginContext {
-	p := &pluginContext{}
+func (*vmContext) NewPluginContext(contextID uint32) types.PluginContext {
+	p := &pluginContext{rootID: contextID}
 	p.stream.plugin = p
 	return p
 }
@@ -29,6 +30,8 @@ func (*vmContext) NewPluginContext(uint32) types.PluginContext {
 type pluginContext struct {
 	types.DefaultPluginContext
 
+	// rootID is this root context's id: wake-ups are dispatched as its calls.
+	rootID  uint32
 	cfg     config.Config
 	started bool
 	parser  key.Parser
@@ -38,6 +41,14 @@ type pluginContext struct {
 	lastAuthority string
 	lastRef       table.Ref
 	flusher       *flush.Flusher
+	// now is Entry.Last for a request now: 1 + the flusher's tick count.
+	now uint32
+	// ignoring is set when ignore_paths or ignore_user_agents are: only then are
+	// :path and user-agent read.
+	ignoring bool
+	// wakeTicks is wake_after in ticks (0: no wake-ups): a key whose last request
+	// is more than wakeTicks ticks old is sent at once on its next one.
+	wakeTicks uint32
 
 	// staticKey is the key counted in static mode, staticRef its entry.
 	staticKey []byte
@@ -76,13 +87,15 @@ func (p *pluginContext) OnPluginStart(int) types.OnPluginStartStatus {
 		proxywasm.LogErrorf("reqcount: cannot define metrics: %v", err)
 		return types.OnPluginStartStatusFailed
 	}
-	if err := proxywasm.SetTickPeriodMilliSeconds(uint32(cfg.FlushInterval / time.Millisecond)); err != nil {
-		proxywasm.LogErrorf("reqcount: cannot set the tick period to %v: %v", cfg.FlushInterval, err)
+	if err := proxywasm.SetTickPeriodMilliSeconds(uint32(cfg.TickPeriod() / time.Millisecond)); err != nil {
+		proxywasm.LogErrorf("reqcount: cannot set the tick period to %v: %v", cfg.TickPeriod(), err)
 		return types.OnPluginStartStatusFailed
 	}
 	p.start(cfg)
-	proxywasm.LogInfof("reqcount: started: cluster %q, path %q, mode %s, key_source %s, flush_interval %v, timeout %v, max_keys %d",
-		cfg.Cluster, cfg.Path, cfg.Mode, cfg.KeySource, cfg.FlushInterval, cfg.Timeout, cfg.MaxKeys)
+	proxywasm.LogInfof("reqcount: started: cluster %q, path %q, mode %s, key_source %s, flush_interval %v (%d ticks of %v), "+
+		"wake_after %v, timeout %v, max_keys %d, include %d patterns, exclude %d, ignore_paths %d, ignore_user_agents %d",
+		cfg.Cluster, cfg.Path, cfg.Mode, cfg.KeySource, cfg.FlushInterval, cfg.Slices(), cfg.TickPeriod(),
+		cfg.WakeAfter, cfg.Timeout, cfg.MaxKeys, len(cfg.Include), len(cfg.Exclude), len(cfg.IgnorePaths), len(cfg.IgnoreUserAgents))
 	return types.OnPluginStartStatusOK
 }
 
@@ -91,7 +104,9 @@ func (p *pluginContext) start(cfg config.Config) {
 	p.cfg = cfg
 	p.parser = key.NewParser(cfg.DefaultNamespace, cfg.ClusterDomain)
 	p.table = table.New(cfg.MaxKeys)
-	p.memo = table.NewMemo(memoSize(cfg.MaxKeys))
+	if cfg.MemoSize > 0 {
+		p.memo = table.NewMemo(cfg.MemoSize)
+	}
 	if cfg.KeySource == config.KeySourceStatic {
 		p.staticKey, _ = p.parser.AppendHeaders(nil, cfg.Service, cfg.Namespace)
 	}
@@ -101,24 +116,30 @@ func (p *pluginContext) start(cfg config.Config) {
 		{":authority", cfg.Authority},
 		{"content-type", "application/json"},
 	}
+	p.ignoring = len(cfg.IgnorePaths) > 0 || len(cfg.IgnoreUserAgents) > 0
+	if cfg.WakeAfter > 0 {
+		p.wakeTicks = uint32(min(math.Ceil(float64(cfg.WakeAfter)/float64(cfg.TickPeriod())), math.MaxUint32/2))
+	}
 	p.flusher = flush.New(p.table, flush.Options{
 		Batch:        cfg.Mode == config.ModeBatch,
 		AbandonAfter: abandonAfter(cfg),
+		Slices:       cfg.Slices(),
+		Phase:        randomPhase(cfg.Slices()),
+		IdleTicks:    p.wakeTicks,
 	}, p.dispatch)
+	p.now = p.flusher.Now() + 1
 	p.started = true
 }
 
-// memoSize bounds the authority memo: a few spellings per key (web, web.shop,
-// web.shop.svc.cluster.local:8080…), at most 4096 strings, so that a flood of
-// distinct authorities costs a bounded amount of memory.
-func memoSize(maxKeys int) int {
-	return min(4*maxKeys, 4096)
-}
+// randomPhase picks the worker's slice phase in [0, n): workers (and sidecars)
+// started together then report each key at different times. A variable so that
+// native tests can fix it.
+var randomPhase = func(n int) int { return rand.IntN(n) }
 
 // abandonAfter is how many ticks a call may go unanswered: twice the timeout plus two
 // ticks. Envoy answers every call by its timeout, so this never fires under Envoy.
 func abandonAfter(cfg config.Config) uint64 {
-	ticks := math.Ceil(float64(2*cfg.Timeout) / float64(cfg.FlushInterval))
+	ticks := math.Ceil(float64(2*cfg.Timeout) / float64(cfg.TickPeriod()))
 	return uint64(ticks) + 2
 }
 

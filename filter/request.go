@@ -1,6 +1,8 @@
 package main
 
 import (
+	"strings"
+
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
 
@@ -22,15 +24,24 @@ var getRequestHeader = proxywasm.GetHttpRequestHeader
 
 // tallies are the hot path's own counts, pushed to Envoy's counters on each tick.
 type tallies struct {
-	counted   uint64
-	overflow  uint64
-	uncounted [key.NumReasons]uint64
+	counted  uint64
+	overflow uint64
+	excluded uint64
+	ignored  uint64
+	// wakeFailures counts wake-ups that could not be dispatched (their counts
+	// wait for the key's next report).
+	wakeFailures uint64
+	uncounted    [key.NumReasons]uint64
 }
 
 // OnHttpRequestHeaders is the hot path: request → key → counter. It never stops or
-// changes the request.
+// changes the request. A wake-up, if the key wakes, is dispatched last.
 func (h *httpContext) OnHttpRequestHeaders(int, bool) types.Action {
 	p := h.plugin
+	if p.ignoring && p.ignored() {
+		p.tallies.ignored++
+		return types.ActionContinue
+	}
 	switch p.cfg.KeySource {
 	case config.KeySourceStatic:
 		// Reads no header at all. The entry's Ref spares the map lookup; it goes
@@ -52,6 +63,32 @@ func (h *httpContext) OnHttpRequestHeaders(int, bool) types.Action {
 	return types.ActionContinue
 }
 
+// ignored reports whether the request's :path or user-agent starts with one of
+// the configured prefixes. Only called when some are configured: otherwise the
+// filter reads no header beyond its key's.
+func (p *pluginContext) ignored() bool {
+	if len(p.cfg.IgnorePaths) > 0 {
+		if path, err := getRequestHeader(":path"); err == nil && hasAnyPrefix(path, p.cfg.IgnorePaths) {
+			return true
+		}
+	}
+	if len(p.cfg.IgnoreUserAgents) > 0 {
+		if ua, err := getRequestHeader("user-agent"); err == nil && hasAnyPrefix(ua, p.cfg.IgnoreUserAgents) {
+			return true
+		}
+	}
+	return false
+}
+
+func hasAnyPrefix(s string, prefixes []string) bool {
+	for _, p := range prefixes {
+		if strings.HasPrefix(s, p) {
+			return true
+		}
+	}
+	return false
+}
+
 // countAuthority counts a request by its :authority. An authority seen before
 // (the common case: clients repeat the same Host) is counted through the memo with
 // one map lookup; a new one is parsed, counted, and remembered.
@@ -62,19 +99,26 @@ func (p *pluginContext) countAuthority(authority string) {
 	if authority == p.lastAuthority && p.countRef(p.lastRef) {
 		return
 	}
-	ref, ok := p.memo.Get(authority)
+	var ref table.Ref
+	ok := false
+	if p.memo != nil {
+		ref, ok = p.memo.Get(authority)
+	}
 	if !ok || !p.countRef(ref) {
 		k, reason := p.parser.AppendAuthority(p.keyBuf[:0], authority)
 		if ref, ok = p.count(k, reason); !ok {
 			return
 		}
-		p.memo.Put(authority, ref)
+		if p.memo != nil {
+			p.memo.Put(authority, ref)
+		}
 	}
 	p.lastAuthority, p.lastRef = authority, ref
 }
 
 // count adds one request for k, or tallies why it was not counted. It returns
-// the entry counted into, and false if the request was not counted.
+// the entry counted into (excluded keys have one too), and false if the request
+// was not counted for a reason that is not the key's (bad key, full table).
 func (p *pluginContext) count(k []byte, reason key.Reason) (table.Ref, bool) {
 	if reason != key.OK {
 		p.tallies.uncounted[reason]++
@@ -83,24 +127,60 @@ func (p *pluginContext) count(k []byte, reason key.Reason) (table.Ref, bool) {
 	return p.countKey(k)
 }
 
-// countKey adds one request for k, adding k to the table if new; a full table
+// countKey adds one request for k, adding k to the table if new (and deciding
+// then, once per key, whether include/exclude let it be counted); a full table
 // tallies an overflow and returns false.
 func (p *pluginContext) countKey(k []byte) (table.Ref, bool) {
-	ref, ok := p.table.AddKey(k, 1)
-	if ok {
-		p.tallies.counted++
-	} else {
-		p.tallies.overflow++
+	ref, e, added, ok := p.table.Ensure(k)
+	if !ok {
+		if p.counts(k) {
+			p.tallies.overflow++
+		} else {
+			p.tallies.excluded++
+		}
+		return ref, false
 	}
-	return ref, ok
+	if added {
+		e.Excluded = !p.counts(k)
+	}
+	p.countEntry(ref, e)
+	return ref, true
+}
+
+// counts applies include and exclude to key k.
+func (p *pluginContext) counts(k []byte) bool {
+	if len(p.cfg.Include) == 0 && len(p.cfg.Exclude) == 0 {
+		return true
+	}
+	svc, ns := key.Split(string(k))
+	return p.cfg.Counts(svc, ns)
 }
 
 // countRef adds one request to the entry ref names and returns true, or returns
 // false, counting nothing, if that entry is gone.
 func (p *pluginContext) countRef(ref table.Ref) bool {
-	if !p.table.AddRef(ref, 1) {
+	e := p.table.Get(ref)
+	if e == nil {
 		return false
 	}
-	p.tallies.counted++
+	p.countEntry(ref, e)
 	return true
+}
+
+// countEntry counts one request into e (an excluded key's requests are only
+// tallied), and wakes the key if it was silent for longer than wake_after: never
+// counted before, or its last request more than wakeTicks ticks ago.
+func (p *pluginContext) countEntry(ref table.Ref, e *table.Entry) {
+	if e.Excluded {
+		e.Last = p.now
+		p.tallies.excluded++
+		return
+	}
+	wake := p.wakeTicks > 0 && (e.Last == 0 || p.now-e.Last > p.wakeTicks)
+	e.Pending++
+	e.Last = p.now
+	p.tallies.counted++
+	if wake {
+		p.wake(ref)
+	}
 }

@@ -254,9 +254,21 @@ func ProxySetTickPeriodMilliseconds(period uint32) Status {
 //go:wasmimport env proxy_set_effective_context
 func hostSetEffectiveContext(contextID uint32) uint32
 
-// ProxySetEffectiveContext makes contextID the context later host calls act on.
+// ProxySetEffectiveContext makes contextID the context later host calls act on,
+// and, when the host accepts it, the SDK's active context too, as the SDK's own
+// proxytest host does. That is what makes an HTTP call dispatched from a stream
+// after SetEffectiveContext(root) the root context's own call: the SDK registers
+// a callout under its active context (vmstate.go registerHttpCallOut) and drops
+// the answer when that context is gone (abi_callback_l7.go), while Envoy always
+// answers on the root context, often after the stream ended. Every callback sets
+// the active context again on entry, so the change lasts only for the rest of the
+// current callback, as the host's effective context does.
 func ProxySetEffectiveContext(contextID uint32) Status {
-	return Status(hostSetEffectiveContext(contextID))
+	st := Status(hostSetEffectiveContext(contextID))
+	if st == StatusOK {
+		currentState.setActiveContextID(contextID)
+	}
+	return st
 }
 
 //go:wasmimport env proxy_done

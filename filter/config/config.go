@@ -185,20 +185,20 @@ func fieldErr(field, format string, args ...any) *Error {
 
 // document is the JSON shape. Pointers tell "absent" from "empty".
 type document struct {
-	Cluster          *string `json:"cluster"`
-	Authority        *string `json:"authority"`
-	Path             *string `json:"path"`
-	Mode             *string `json:"mode"`
-	FlushInterval    *string `json:"flush_interval"`
-	Timeout          *string `json:"timeout"`
-	KeySource        *string `json:"key_source"`
-	ServiceHeader    *string `json:"service_header"`
-	NamespaceHeader  *string `json:"namespace_header"`
-	Service          *string `json:"service"`
-	Namespace        *string `json:"namespace"`
-	DefaultNamespace *string `json:"default_namespace"`
-	ClusterDomain    *string `json:"cluster_domain"`
-	MaxKeys          *int64  `json:"max_keys"`
+	Cluster          *string  `json:"cluster"`
+	Authority        *string  `json:"authority"`
+	Path             *string  `json:"path"`
+	Mode             *string  `json:"mode"`
+	FlushInterval    *string  `json:"flush_interval"`
+	Timeout          *string  `json:"timeout"`
+	KeySource        *string  `json:"key_source"`
+	ServiceHeader    *string  `json:"service_header"`
+	NamespaceHeader  *string  `json:"namespace_header"`
+	Service          *string  `json:"service"`
+	Namespace        *string  `json:"namespace"`
+	DefaultNamespace *string  `json:"default_namespace"`
+	ClusterDomain    *string  `json:"cluster_domain"`
+	MaxKeys          *int64   `json:"max_keys"`
 	WakeAfter        *string  `json:"wake_after"`
 	Include          []string `json:"include"`
 	Exclude          []string `json:"exclude"`

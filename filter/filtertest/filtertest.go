@@ -91,12 +91,22 @@ const (
 
 const base = `"cluster":"collector"`
 
-// cfg builds a configuration from base plus extra JSON fields.
+// cfg builds a configuration from base plus extra JSON fields. Unless extra sets
+// them, it pins flush_interval to 100ms (one tick per interval: every key is sent
+// on every tick) and turns wake-ups off, so that the scenarios about keys and
+// flushing see one tick as one flush; the delivery scenarios set both.
 func cfg(extra string) string {
-	if extra == "" {
-		return "{" + base + "}"
+	fields := base
+	if !strings.Contains(extra, `"flush_interval"`) {
+		fields += `,"flush_interval":"100ms"`
 	}
-	return "{" + base + "," + extra + "}"
+	if !strings.Contains(extra, `"wake_after"`) {
+		fields += `,"wake_after":"0s"`
+	}
+	if extra != "" {
+		fields += "," + extra
+	}
+	return "{" + fields + "}"
 }
 
 // Authority returns request headers carrying only an :authority.
@@ -172,6 +182,7 @@ func Scenarios() []Scenario {
 	out = append(out, configScenarios()...)
 	out = append(out, keyScenarios()...)
 	out = append(out, flushScenarios()...)
+	out = append(out, deliveryScenarios()...)
 	return out
 }
 
@@ -193,6 +204,12 @@ var BadConfigs = []struct{ Name, Config, Field string }{
 	{"zero max_keys", `{"cluster":"c","max_keys":0}`, "max_keys"},
 	{"negative max_keys", `{"cluster":"c","max_keys":-5}`, "max_keys"},
 	{"max_keys as string", `{"cluster":"c","max_keys":"10"}`, "max_keys"},
+	{"bad wake_after", `{"cluster":"c","wake_after":"soon"}`, "wake_after"},
+	{"bad include pattern", `{"cluster":"c","include":["web"]}`, "include"},
+	{"bad exclude pattern", `{"cluster":"c","exclude":["Web.shop"]}`, "exclude"},
+	{"ignore_paths without slash", `{"cluster":"c","ignore_paths":["healthz"]}`, "ignore_paths"},
+	{"empty ignore_user_agents entry", `{"cluster":"c","ignore_user_agents":[""]}`, "ignore_user_agents"},
+	{"negative memo_size", `{"cluster":"c","memo_size":-1}`, "memo_size"},
 }
 
 func configScenarios() []Scenario {
@@ -212,17 +229,18 @@ func configScenarios() []Scenario {
 		}})
 	}
 	out = append(out, Scenario{Name: "config/tick period from flush_interval", Run: func(t testing.TB, h Host) {
-		start(t, h, cfg(`"flush_interval":"250ms"`))
-		if got := h.TickPeriod(); got != 250*time.Millisecond {
-			t.Fatalf("tick period %v, want 250ms", got)
+		start(t, h, cfg(`"flush_interval":"250ms"`)) // two ticks of 125ms
+		if got := h.TickPeriod(); got != 125*time.Millisecond {
+			t.Fatalf("tick period %v, want 125ms", got)
 		}
 	}})
 	out = append(out, Scenario{Name: "config/defaults: headers, path, timeout tick", Run: func(t testing.TB, h Host) {
-		start(t, h, cfg(""))
-		if got := h.TickPeriod(); got != time.Second {
-			t.Fatalf("default tick period %v, want 1s", got)
+		start(t, h, "{"+base+"}")
+		// 30s in 60 ticks of 500ms.
+		if got := h.TickPeriod(); got != 500*time.Millisecond {
+			t.Fatalf("default tick period %v, want 500ms", got)
 		}
-		h.Request(Authority("web.shop"))
+		h.Request(Authority("web.shop")) // a new key: woken at once, from the request
 		h.Tick()
 		cs := h.Callouts()
 		if len(cs) != 1 {

@@ -799,3 +799,77 @@ func runInterleaving(t *testing.T, batch bool, abandonAfter uint64, slices int, 
 	t.Logf("added %d in %d calls (%d delivered, %d rejected, %d reset, %d abandoned, %d refused, %d late), %d evictions",
 		total(added), s.CallsSent, s.CallsDelivered, s.CallsRejected, s.CallsReset, s.CallsAbandoned, s.DispatchErrors, s.LateAnswers, s.KeysEvicted)
 }
+
+// TestSlicesAndPhase checks which tick sends which key: slot s goes out on the
+// ticks t with (t + Phase) % Slices == s % Slices, and idle keys are dropped only
+// at their own slice's tick, after IdleTicks.
+func TestSlicesAndPhase(t *testing.T) {
+	tb, h, f := newFlusher(10, flush.Options{Slices: 3, Phase: 1, IdleTicks: 5})
+	for _, k := range []string{"s0.ns", "s1.ns", "s2.ns", "s3.ns"} { // slots 0..3
+		add(tb, k, 1)
+	}
+	want := [][]string{
+		1: {body(1, "s2", "ns")},                      // (1+1)%3 = 2
+		2: {body(1, "s0", "ns"), body(1, "s3", "ns")}, // (2+1)%3 = 0
+		3: {body(1, "s1", "ns")},
+	}
+	for tick := 1; tick <= 3; tick++ {
+		f.Tick()
+		got := h.take()
+		if !reflect.DeepEqual(bodies(got), want[tick]) {
+			t.Fatalf("tick %d sent %v, want %v", tick, bodies(got), want[tick])
+		}
+		for _, c := range got {
+			f.Done(c.id, flush.Delivered, 200)
+		}
+	}
+	// Entry.Last is 0 here: idle from the start. Tick 4 is s2's slice again but
+	// 4 < IdleTicks; tick 5 is s0/s3's: 5 ≥ 5, dropped; s1 at tick 6, s2 at 7.
+	for tick, wantLen := range []int{4: 4, 5: 2, 6: 1, 7: 0} {
+		if tick < 4 {
+			continue
+		}
+		f.Tick()
+		if tb.Len() != wantLen {
+			t.Fatalf("after tick %d: %d keys, want %d", tick, tb.Len(), wantLen)
+		}
+	}
+	if s := f.Stats(); s.KeysEvicted != 4 || s.CallsSent != 4 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+// TestWake checks Wake sends one key at once, not while it is in flight, not
+// after Drain, and that a failed wake-up's count goes out at the key's slice.
+func TestWake(t *testing.T) {
+	tb, h, f := newFlusher(10, flush.Options{Slices: 4})
+	add(tb, "web.shop", 2)
+	s, _ := tb.Lookup("web.shop")
+	if !f.Wake(s) {
+		t.Fatal("Wake did not send")
+	}
+	got := h.take()
+	if len(got) != 1 || got[0].body != body(2, "web", "shop") {
+		t.Fatalf("sent %v", bodies(got))
+	}
+	add(tb, "web.shop", 1)
+	if f.Wake(s) || len(h.take()) != 0 {
+		t.Fatal("Wake sent a key that is in flight")
+	}
+	f.Done(got[0].id, flush.Rejected, 503)
+	for i := 0; i < 4; i++ {
+		f.Tick()
+	}
+	if got := h.take(); len(got) != 1 || got[0].body != body(3, "web", "shop") {
+		t.Fatalf("after a failed wake-up, one interval sent %v, want the 3 counts once", bodies(got))
+	}
+	if st := f.Stats(); st.Wakeups != 1 || st.CountsRequeued != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+	f.Drain()
+	add(tb, "api.shop", 1)
+	s, _ = tb.Lookup("api.shop")
+	if f.Wake(s) {
+		t.Fatal("Wake sent after Drain")
+	}
+}
