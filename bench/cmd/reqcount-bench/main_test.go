@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/reqcount/reqcount/filter/config"
 )
 
 // TestQuickRun runs the whole benchmark in its smoke mode, building the
@@ -273,5 +275,30 @@ func TestGCPerMillion(t *testing.T) {
 				t.Errorf("gcPerMillion = %v, %v; want %v, %v", got, ok, tc.want, tc.ok)
 			}
 		})
+	}
+}
+
+// TestSporadicTimes checks the sporadic key's schedule: every gap longer
+// than the default wake_after (so each request may wake the key), and the
+// requests at distinct points of the report cycle.
+func TestSporadicTimes(t *testing.T) {
+	if modelSporadicEvery <= config.DefaultWakeAfter {
+		t.Errorf("the sporadic key's requests are %v apart, not more than the default wake_after %v", modelSporadicEvery, config.DefaultWakeAfter)
+	}
+	for _, interval := range []time.Duration{time.Second, 30 * time.Second} {
+		times := sporadicTimes(interval)
+		if len(times) != modelSporadicN {
+			t.Fatalf("%d times, want %d", len(times), modelSporadicN)
+		}
+		phases := map[time.Duration]bool{}
+		for i, at := range times {
+			phases[at%interval] = true
+			if i > 0 && times[i]-times[i-1] < modelSporadicEvery {
+				t.Errorf("interval %v: gap %v before request %d, want at least %v", interval, times[i]-times[i-1], i, modelSporadicEvery)
+			}
+		}
+		if len(phases) != modelSporadicN {
+			t.Errorf("interval %v: requests at %d distinct points of the cycle, want %d: %v", interval, len(phases), modelSporadicN, times)
+		}
 	}
 }

@@ -32,8 +32,8 @@ const (
 	// modelIntervals flush intervals are counted, after one of warm-up
 	// (where each key's first request may wake it up).
 	modelIntervals = 4
-	// A sporadic key: one request every modelSporadicEvery, modelSporadicN
-	// times.
+	// A sporadic key: about one request every modelSporadicEvery,
+	// modelSporadicN times (see sporadicTimes).
 	modelSporadicEvery = 45 * time.Second
 	modelSporadicN     = 8
 )
@@ -98,7 +98,7 @@ func (r *modelRow) detail() string {
 	}
 	cfg := fmt.Sprintf("flush_interval %v, wake_after %s, tick %v", r.flushInterval, wake, r.tickPeriod)
 	if r.sporadic {
-		return fmt.Sprintf("%s; one worker, %d requests %v apart: %d messages, %d of them wake-ups; request → delivery, simulated: median %v, max %v; %s; the value is the mesh figure if every worker saw such a key",
+		return fmt.Sprintf("%s; one worker, %d requests about %v apart: %d messages, %d of them wake-ups; request → delivery, simulated: median %v, max %v; %s; the value is the mesh figure if every worker saw such a key",
 			r.formula(), r.requests, modelSporadicEvery, r.messages, r.wakeups,
 			time.Duration(medianDuration(r.delays)), maxDuration(r.delays), cfg)
 	}
@@ -152,6 +152,19 @@ func (r *modelRow) exact() bool {
 func requestsInWindow(k int, p time.Duration, perSecond int) int {
 	at := func(k int) int64 { return int64(k) * int64(p) * int64(perSecond) / int64(time.Second) }
 	return int(at(k+1) - at(k))
+}
+
+// sporadicTimes are the sporadic key's request times: modelSporadicEvery
+// apart plus an eighth of the flush interval more each time, so that the
+// modelSporadicN requests fall at evenly spread points of the report cycle
+// (a delay measured at one point only would say little), starting off a tick.
+func sporadicTimes(interval time.Duration) []time.Duration {
+	const offset = 10*time.Second + 37*time.Millisecond
+	times := make([]time.Duration, modelSporadicN)
+	for i := range times {
+		times[i] = offset + time.Duration(i)*(modelSporadicEvery+interval/modelSporadicN)
+	}
+	return times
 }
 
 // modelService is the i-th destination of the model; the first
@@ -253,11 +266,7 @@ func simulate(ctx context.Context, mod *wasmhost.Module, c modelCase) (*modelRow
 	}
 
 	if c.sporadic {
-		const offset = 10 * time.Second // not on a tick
-		var times []time.Duration
-		for i := range modelSporadicN {
-			times = append(times, offset+time.Duration(i)*modelSporadicEvery)
-		}
+		times := sporadicTimes(cfg.FlushInterval)
 		end := times[len(times)-1] + cfg.FlushInterval + 2*p
 		next := 0
 		for k := 0; time.Duration(k)*p < end; k++ {
