@@ -10,7 +10,7 @@ FUZZTIME  ?= 30s
 # Go sources that go into the module (any change rebuilds it).
 FILTER_SRC := $(shell find filter messages -name '*.go' -not -name '*_test.go') filter/_sdkabi/build.sh go.mod go.sum
 
-.PHONY: help build build-tinygo test unit vet fuzz run run-envoy bench clean
+.PHONY: help build build-tinygo test unit vet fuzz run run-envoy bench clean oci push
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -49,6 +49,19 @@ run-envoy: build ## the same with a real Envoy (>= 1.33) on PATH
 
 bench: ## benchmark the filter against floor plugins; writes bench/RESULTS.md
 	$(GO) run ./bench/cmd/reqcount-bench
+
+oci: build ## pack build/filter.wasm as Istio's OCI image: build/oci/ (OCI layout), build/reqcount.oci.tar; prints the digests
+	$(GO) run ./envoy/oci/cmd/reqcount-oci -wasm $(WASM) -layout build/oci -tar build/reqcount.oci.tar
+
+# make push refuses before building anything when IMAGE is not given.
+ifneq ($(filter push,$(MAKECMDGOALS)),)
+ifeq ($(strip $(IMAGE)),)
+$(error make push needs IMAGE=<registry>/<repository>:<tag>, e.g. make push IMAGE=ghcr.io/you/reqcount:v0.1.0 (credentials: docker login))
+endif
+endif
+
+push: build ## push the image of `make oci` to IMAGE=<registry>/<repository>:<tag> (docker login credentials)
+	$(GO) run ./envoy/oci/cmd/reqcount-oci -wasm $(WASM) -layout build/oci -tar build/reqcount.oci.tar -push '$(IMAGE)'
 
 clean: ## remove build outputs
 	rm -rf build

@@ -236,6 +236,42 @@ func TestChecksFail(t *testing.T) {
 			wantErr: "spec.url",
 		},
 		{
+			name: "oci url without a tag", base: goodWasmPlugin,
+			edits:   []edit{{"url: oci://ghcr.io/example/reqcount:v1", "url: oci://ghcr.io/example/reqcount"}},
+			wantErr: "names no tag or digest",
+		},
+		{
+			name: "oci url not a reference", base: goodWasmPlugin,
+			edits:   []edit{{"url: oci://ghcr.io/example/reqcount:v1", "url: oci://ghcr.io/Example/reqcount:v1"}},
+			wantErr: "not an OCI image reference",
+		},
+		{
+			name: "url without a scheme is an OCI reference too", base: goodWasmPlugin,
+			edits:   []edit{{"url: oci://ghcr.io/example/reqcount:v1", "url: ghcr.io/example/reqcount"}},
+			wantErr: "names no tag or digest",
+		},
+		{
+			name: "tag pinned by sha256 passes", base: goodWasmPlugin,
+			edits: []edit{{"  url: oci://ghcr.io/example/reqcount:v1\n",
+				"  url: oci://ghcr.io/example/reqcount:v1\n  sha256: " + strings.Repeat("ab", 32) + "\n"}},
+		},
+		{
+			name: "digest in url and sha256 agree", base: goodWasmPlugin,
+			edits: []edit{{"  url: oci://ghcr.io/example/reqcount:v1\n",
+				"  url: oci://ghcr.io/example/reqcount@sha256:" + strings.Repeat("ab", 32) + "\n  sha256: " + strings.Repeat("ab", 32) + "\n"}},
+		},
+		{
+			name: "digest in url and sha256 disagree", base: goodWasmPlugin,
+			edits: []edit{{"  url: oci://ghcr.io/example/reqcount:v1\n",
+				"  url: oci://ghcr.io/example/reqcount@sha256:" + strings.Repeat("ab", 32) + "\n  sha256: " + strings.Repeat("cd", 32) + "\n"}},
+			wantErr: "spec.sha256",
+		},
+		{
+			name: "sha256 not hex", base: goodWasmPlugin,
+			edits:   []edit{{"  url: oci://ghcr.io/example/reqcount:v1\n", "  url: oci://ghcr.io/example/reqcount:v1\n  sha256: sha256:abc\n"}},
+			wantErr: "not 64 lower-case hex digits",
+		},
+		{
 			name: "no namespace", base: goodWasmPlugin,
 			edits:   []edit{{"  namespace: shop\n", ""}},
 			wantErr: "metadata needs a name and a namespace",

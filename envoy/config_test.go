@@ -1,8 +1,9 @@
 // Package envoy_test checks every example config under envoy/ the way Envoy and
 // Istio would read it, and checks the filter configuration inside each one with the
-// filter's own parser. The directory holds only these tests and the YAML files: a new
-// file is covered as soon as it is added (the test walks the directory), and a file
-// of a kind the test does not know fails it.
+// filter's own parser. Besides these tests and the YAML files the directory holds
+// only docs, scripts and Go code (oci/, the Istio image): a new config file is
+// covered as soon as it is added (the test walks the directory), and a file of a
+// kind the test does not know fails it.
 package envoy_test
 
 import (
@@ -24,6 +25,7 @@ import (
 	wasmfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/wasm/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	wasmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/wasm/v3"
+	"github.com/google/go-containerregistry/pkg/name"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -64,8 +66,8 @@ func TestExampleConfigs(t *testing.T) {
 		name := d.Name()
 		switch {
 		case strings.HasSuffix(name, ".yaml"), strings.HasSuffix(name, ".yml"):
-		case strings.HasSuffix(name, "_test.go"), name == "README.md", strings.HasSuffix(name, ".sh"):
-			return nil
+		case strings.HasSuffix(name, ".go"), name == "README.md", strings.HasSuffix(name, ".sh"):
+			return nil // code and docs, not configs
 		default:
 			// A config in another format would silently go unchecked.
 			t.Errorf("%s: not a file this test knows how to check: make it YAML, or teach the test", path)
@@ -317,11 +319,11 @@ func checkWasmPlugin(top map[string]json.RawMessage) error {
 	if err := protojson.Unmarshal(top["spec"], &spec); err != nil {
 		return fmt.Errorf("spec: %w", err)
 	}
-	if err := checkURL(spec.GetUrl()); err != nil {
-		return err
-	}
 	if sha := spec.GetSha256(); sha != "" && !regexp.MustCompile(`^[a-f0-9]{64}$`).MatchString(sha) {
 		return fmt.Errorf("spec.sha256 %q is not 64 lower-case hex digits", sha)
+	}
+	if err := checkURL(spec.GetUrl(), spec.GetSha256()); err != nil {
+		return err
 	}
 	if spec.GetPhase() == extensionsv1alpha1.PluginPhase_UNSPECIFIED_PHASE {
 		return errors.New("spec.phase is not set: choose where the filter runs (and say why in a comment)")
@@ -360,8 +362,12 @@ func checkWasmPlugin(top map[string]json.RawMessage) error {
 }
 
 // checkURL applies the CRD's rule: no scheme (meaning oci://) or one of oci, file,
-// http, https, and something after it.
-func checkURL(u string) error {
+// http, https, and something after it. An OCI image reference is read as Istio's
+// agent reads it (go-containerregistry's name.ParseReference, pkg/wasm/imagefetcher.go)
+// and must name its tag or digest: without one it is :latest, for which Istio's
+// imagePullPolicy defaults to Always. A digest in the url and the sha256 field must agree (WasmPlugin API:
+// "it must match the value of this field").
+func checkURL(u, sha string) error {
 	if u == "" {
 		return errors.New("spec.url is missing: where Istio fetches the module from")
 	}
@@ -371,6 +377,19 @@ func checkURL(u string) error {
 	}
 	if !slices.Contains([]string{"", "oci", "file", "http", "https"}, scheme) || rest == "" {
 		return fmt.Errorf("spec.url %q: want oci://, file://, http:// or https:// and a location", u)
+	}
+	if scheme != "" && scheme != "oci" {
+		return nil
+	}
+	ref, err := name.ParseReference(rest)
+	if err != nil {
+		return fmt.Errorf("spec.url %q: not an OCI image reference <registry>/<repository>:<tag> or @sha256:<digest>: %w", u, err)
+	}
+	if _, err := name.ParseReference(rest, name.StrictValidation); err != nil {
+		return fmt.Errorf("spec.url %q names no tag or digest: that means :latest, which Istio pulls with imagePullPolicy Always by default; name the version", u)
+	}
+	if d, ok := ref.(name.Digest); ok && sha != "" && d.DigestStr() != "sha256:"+sha {
+		return fmt.Errorf("spec.url names digest %s but spec.sha256 is %s: Istio refuses the pair", d.DigestStr(), sha)
 	}
 	return nil
 }

@@ -118,6 +118,8 @@ func (p *pluginContext) OnPluginDone() bool {
 		return true
 	}
 	p.draining = true
+	p.flusher.MeterAll()
+	p.pushMetrics()
 	if p.flusher.Drain() > 0 {
 		return false
 	}

@@ -27,6 +27,8 @@ var counterSpecs = []struct {
 	{"reqcount.requests_overflow", func(t *tallies, _ *flush.Stats) uint64 { return t.overflow }},
 	{"reqcount.requests_uncounted.excluded", func(t *tallies, _ *flush.Stats) uint64 { return t.excluded }},
 	{"reqcount.requests_ignored", func(t *tallies, _ *flush.Stats) uint64 { return t.ignored }},
+	{"reqcount.series_overflow", func(t *tallies, _ *flush.Stats) uint64 { return t.seriesOverflow }},
+	{"reqcount.series_failed", func(t *tallies, _ *flush.Stats) uint64 { return t.seriesFailed }},
 	{"reqcount.flush.wakeups_sent", func(_ *tallies, s *flush.Stats) uint64 { return s.Wakeups }},
 	{"reqcount.flush.wakeups_failed", func(t *tallies, _ *flush.Stats) uint64 { return t.wakeFailures }},
 	{"reqcount.flush.calls_sent", func(_ *tallies, s *flush.Stats) uint64 { return s.CallsSent }},

@@ -60,6 +60,8 @@ type pluginContext struct {
 	// per-stream state, so there is nothing to allocate per request.
 	stream httpContext
 
+	// series are the per-service counters (series.go).
+	series series
 	// tallies are counted locally on the hot path and pushed to Envoy's counters once
 	// per tick, which keeps host calls off the hot path.
 	tallies  tallies
@@ -126,7 +128,9 @@ func (p *pluginContext) start(cfg config.Config) {
 		Slices:       cfg.Slices(),
 		Phase:        randomPhase(cfg.Slices()),
 		IdleTicks:    p.wakeTicks,
+		Meter:        p.meter,
 	}, p.dispatch)
+	p.series = newSeries(cfg.MaxKeys)
 	p.now = p.flusher.Now() + 1
 	p.started = true
 }

@@ -28,6 +28,9 @@ type tallies struct {
 	overflow uint64
 	excluded uint64
 	ignored  uint64
+	// seriesOverflow and seriesFailed count requests not added to a per-service
+	// series: beyond max_keys series, or refused by the host.
+	seriesOverflow, seriesFailed uint64
 	// wakeFailures counts wake-ups that could not be dispatched (their counts
 	// wait for the key's next report).
 	wakeFailures uint64
@@ -178,6 +181,7 @@ func (p *pluginContext) countEntry(ref table.Ref, e *table.Entry) {
 	}
 	wake := p.wakeTicks > 0 && (e.Last == 0 || p.now-e.Last > p.wakeTicks)
 	e.Pending++
+	e.Unmetered++
 	e.Last = p.now
 	p.tallies.counted++
 	if wake {

@@ -37,6 +37,25 @@ func (m Mode) String() string {
 	return "single"
 }
 
+// Aggregate says who speaks for a worker's counts.
+type Aggregate uint8
+
+const (
+	// AggregateWorker: each worker (VM) reports its own counts.
+	AggregateWorker Aggregate = iota
+	// AggregateEnvoy: the workers of one Envoy merge their counts through
+	// proxy-wasm shared data and one of them reports for all.
+	AggregateEnvoy
+)
+
+// String returns the configuration spelling of a.
+func (a Aggregate) String() string {
+	if a == AggregateEnvoy {
+		return "envoy"
+	}
+	return "worker"
+}
+
 // KeySource says where a request's (service, namespace) comes from.
 type KeySource uint8
 
@@ -69,7 +88,9 @@ const (
 	DefaultFlushInterval = 30 * time.Second
 	// DefaultWakeAfter is the silence after which a key's first request is reported
 	// at once (a wake-up) instead of at its next regular report.
-	DefaultWakeAfter        = 30 * time.Second
+	DefaultWakeAfter = 30 * time.Second
+	// DefaultAggregate is how counts are aggregated when aggregate is not set.
+	DefaultAggregate        = AggregateWorker
 	DefaultTimeout          = 2 * time.Second
 	DefaultServiceHeader    = "x-service"
 	DefaultNamespaceHeader  = "x-namespace"
@@ -139,6 +160,8 @@ type Config struct {
 	// IgnorePaths and IgnoreUserAgents are prefixes of :path and user-agent whose
 	// requests are not counted (probes, scrapes). Empty: those headers are not read.
 	IgnorePaths, IgnoreUserAgents []string
+	// Aggregate is worker or envoy: see Aggregate.
+	Aggregate Aggregate
 	// MemoSize bounds the authority memo (authorities remembered with their entry).
 	// Zero turns the memo off. Defaults to min(4 × MaxKeys, DefaultMemoSize).
 	MemoSize int
@@ -205,6 +228,7 @@ type document struct {
 	IgnorePaths      []string `json:"ignore_paths"`
 	IgnoreUserAgents []string `json:"ignore_user_agents"`
 	MemoSize         *int64   `json:"memo_size"`
+	Aggregate        *string  `json:"aggregate"`
 }
 
 // Parse reads a JSON configuration document, applies defaults and validates every
@@ -235,7 +259,7 @@ var fieldNames = map[string]bool{
 	"cluster": true, "authority": true, "path": true, "mode": true, "flush_interval": true, "timeout": true,
 	"key_source": true, "service_header": true, "namespace_header": true, "service": true, "namespace": true,
 	"default_namespace": true, "cluster_domain": true, "max_keys": true, "wake_after": true, "include": true,
-	"exclude": true, "ignore_paths": true, "ignore_user_agents": true, "memo_size": true,
+	"exclude": true, "ignore_paths": true, "ignore_user_agents": true, "memo_size": true, "aggregate": true,
 }
 
 // checkFieldNames refuses an unknown field, a field whose name is not spelled
@@ -257,7 +281,7 @@ func checkFieldNames(data []byte) error {
 		if !fieldNames[name] {
 			return fieldErr(name, "unknown field (known: cluster, authority, path, mode, flush_interval, timeout, key_source, "+
 				"service_header, namespace_header, service, namespace, default_namespace, cluster_domain, max_keys, "+
-				"wake_after, include, exclude, ignore_paths, ignore_user_agents, memo_size)")
+				"wake_after, include, exclude, ignore_paths, ignore_user_agents, memo_size, aggregate)")
 		}
 		if seen[name] {
 			return fieldErr(name, "given more than once")
@@ -405,6 +429,14 @@ func (d *document) validate() (Config, error) {
 			return Config{}, fieldErr("memo_size", "%d is out of range: must be from 0 (no memo) to %d", *d.MemoSize, MaxMemoSize)
 		}
 		c.MemoSize = int(*d.MemoSize)
+	}
+	switch a := str(d.Aggregate, DefaultAggregate.String()); a {
+	case "worker":
+		c.Aggregate = AggregateWorker
+	case "envoy":
+		c.Aggregate = AggregateEnvoy
+	default:
+		return Config{}, fieldErr("aggregate", "%q is not a way to aggregate: use \"envoy\" or \"worker\"", a)
 	}
 	if c.WakeAfter, err = wakeAfter(d.WakeAfter); err != nil {
 		return Config{}, err

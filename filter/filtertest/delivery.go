@@ -7,11 +7,17 @@ import (
 
 // Metric names of the delivery scenarios.
 const (
-	MetricWakeups   = "reqcount.flush.wakeups_sent"
-	MetricExcluded  = "reqcount.requests_uncounted.excluded"
-	MetricIgnored   = "reqcount.requests_ignored"
-	MetricDelivered = "reqcount.flush.counts_delivered"
+	MetricWakeups        = "reqcount.flush.wakeups_sent"
+	MetricExcluded       = "reqcount.requests_uncounted.excluded"
+	MetricIgnored        = "reqcount.requests_ignored"
+	MetricDelivered      = "reqcount.flush.counts_delivered"
+	MetricSeriesOverflow = "reqcount.series_overflow"
 )
+
+// SeriesName is the per-service counter of (svc, ns), as the filter defines it.
+func SeriesName(svc, ns string) string {
+	return "reqcount.destination_service_name=.=" + svc + ";.;destination_service_namespace=.=" + ns + ";.;requests_total"
+}
 
 // tickN fires the plugin's timer n times.
 func tickN(h Host, n int) {
@@ -151,6 +157,42 @@ func deliveryScenarios() []Scenario {
 			}
 			h.Tick() // metrics are pushed on ticks
 			expectCounter(t, h, MetricDelivered, 3*keys)
+		}},
+		{Name: "series/per-service counter advances at the key's slice", Run: func(t testing.TB, h Host) {
+			start(t, h, cfg(`"flush_interval":"1s","wake_after":"1s"`)) // 10 ticks; wake-ups on
+			for i := 0; i < 3; i++ {
+				h.Request(Authority("web.shop"))
+			}
+			h.Request(Authority("api.blog"))
+			expectCounter(t, h, SeriesName("web", "shop"), 0) // no host call per request
+			answerAll(h, 200)
+			tickN(h, 10)
+			expectCounter(t, h, SeriesName("web", "shop"), 3)
+			expectCounter(t, h, SeriesName("api", "blog"), 1)
+			answerAll(h, 503) // delivery failures do not touch the series: it counts requests
+			h.Request(Authority("web.shop"))
+			tickN(h, 10)
+			expectCounter(t, h, SeriesName("web", "shop"), 4)
+			h.Request(Authority("web.shop"))
+			if h.Shutdown() {
+				t.Fatal("finished at once with counts to send")
+			}
+			expectCounter(t, h, SeriesName("web", "shop"), 5) // brought up to date at shutdown
+		}},
+		{Name: "series/at most max_keys series per worker", Run: func(t testing.TB, h Host) {
+			start(t, h, cfg(`"max_keys":1`))
+			h.Request(Authority("a.ns"))
+			h.Tick()
+			answerAll(h, 200)
+			h.Tick() // a.ns idle: dropped from the table; its series stays (Envoy keeps stats)
+			h.Request(Authority("b.ns"))
+			h.Request(Authority("b.ns"))
+			h.Tick()
+			expectSent(t, h, msg(2, "b", "ns"))
+			expectCounter(t, h, SeriesName("a", "ns"), 1)
+			expectCounter(t, h, SeriesName("b", "ns"), 0)
+			h.Tick()
+			expectCounter(t, h, MetricSeriesOverflow, 2)
 		}},
 		{Name: "filter/include and exclude, decided per key", Run: func(t testing.TB, h Host) {
 			start(t, h, cfg(`"include":["*.shop","api.*"],"exclude":["db.shop"]`))

@@ -53,6 +53,10 @@ type Options struct {
 	// after its last request (at least Slices is used): a wake-up needs the key
 	// remembered for as long as its silence is shorter than wake_after.
 	IdleTicks uint32
+	// Meter, if set, is called for every key of a tick's slice before the key can
+	// be dropped, and by MeterAll: where the plugin brings a key's per-service
+	// metric up to date, once per flush interval per key.
+	Meter func(*table.Entry)
 	// AbandonAfter is how many ticks a call may go unanswered before its counts are
 	// put back and its late answer ignored. Envoy always answers a call (at the
 	// latest with a timeout), so this only guards against a host that never does.
@@ -144,7 +148,11 @@ func (f *Flusher) Tick() {
 		if !f.t.Held(s) {
 			continue
 		}
-		if e := f.t.At(s); e.Pending == 0 && e.InFlight == 0 && now-e.Last >= f.opts.IdleTicks {
+		e := f.t.At(s)
+		if f.opts.Meter != nil {
+			f.opts.Meter(e)
+		}
+		if e.Pending == 0 && e.InFlight == 0 && now-e.Last >= f.opts.IdleTicks {
 			f.t.Remove(s)
 			f.stats.KeysEvicted++
 		}
@@ -321,6 +329,13 @@ func (f *Flusher) Drain() int {
 	f.Flush()
 	f.draining = true
 	return len(f.calls)
+}
+
+// MeterAll calls Options.Meter for every key held (at shutdown).
+func (f *Flusher) MeterAll() {
+	if f.opts.Meter != nil {
+		f.t.Each(func(_ table.Slot, e *table.Entry) { f.opts.Meter(e) })
+	}
 }
 
 // Draining reports whether Drain was called.

@@ -20,6 +20,9 @@ type Entry struct {
 	// the flush path measures a key's silence with it (wake-ups, eviction) without
 	// a clock read per request.
 	Last uint32
+	// Unmetered is the number of requests counted since the key's per-service
+	// metric was last brought up to date (package main's series).
+	Unmetered uint64
 	// Excluded marks a key the configuration does not count (include/exclude): it
 	// is held so that the decision is made once per key, and is never sent.
 	Excluded bool
