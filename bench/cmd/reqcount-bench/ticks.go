@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"github.com/reqcount/reqcount/e2e/wasmhost"
@@ -140,7 +140,12 @@ func guestFlushMode(ctx context.Context, o options, mod *wasmhost.Module, mode s
 		return nil, fmt.Errorf("guest flush %s: %w", mode, err)
 	}
 	g := &guestFlush{mode: mode, oneTick: interval > 0, runs: o.flushRuns, flushInterval: cfg.FlushInterval}
-	var calls, body, counted atomic.Int64
+	ok := okResponse()
+	// The dispatcher runs inside proxy_http_call, so inside the timed tick:
+	// it only keeps the body (already the host's copy) and answers; the
+	// bodies are decoded after the interval.
+	var mu sync.Mutex
+	var bodies [][]byte
 	h, err := wasmhost.New(ctx, mod, wasmhost.Config{
 		PluginConfig:  []byte(conf),
 		Clusters:      map[string]string{cluster: ""},
@@ -148,14 +153,10 @@ func guestFlushMode(ctx context.Context, o options, mod *wasmhost.Module, mode s
 		TimeCallbacks: true,
 		LogLevel:      wasmhost.LevelInfo,
 		Dispatch: func(c wasmhost.Callout, reply func(wasmhost.Response)) {
-			calls.Add(1)
-			body.Add(int64(len(c.Body)))
-			if ms, err := messages.Decode(c.Body); err == nil {
-				for _, m := range ms {
-					counted.Add(int64(m.Count))
-				}
-			}
-			reply(okResponse())
+			mu.Lock()
+			bodies = append(bodies, c.Body)
+			mu.Unlock()
+			reply(ok)
 		},
 	})
 	if err != nil {
@@ -201,9 +202,9 @@ func guestFlushMode(ctx context.Context, o options, mod *wasmhost.Module, mode s
 				return crashed(run, err)
 			}
 		}
-		calls.Store(0)
-		body.Store(0)
-		counted.Store(0)
+		mu.Lock()
+		bodies = bodies[:0]
+		mu.Unlock()
 		var longest, total time.Duration
 		start := time.Now()
 		for range g.ticks {
@@ -219,7 +220,18 @@ func guestFlushMode(ctx context.Context, o options, mod *wasmhost.Module, mode s
 		if err := w.Crashed(); err != nil { // in an answer, after a tick
 			return crashed(run, err)
 		}
-		n, c := counted.Load(), calls.Load()
+		mu.Lock()
+		var n, c, size int64
+		for _, b := range bodies {
+			c++
+			size += int64(len(b))
+			if ms, err := messages.Decode(b); err == nil {
+				for _, m := range ms {
+					n += int64(m.Count)
+				}
+			}
+		}
+		mu.Unlock()
 		callsOK := c == int64(o.keys) // single: one per key
 		if mode == "batch" {
 			callsOK = c >= 1 && c <= int64(g.ticks) // at most one per tick
@@ -232,7 +244,7 @@ func guestFlushMode(ctx context.Context, o options, mod *wasmhost.Module, mode s
 			g.total = append(g.total, total)
 			g.answered = append(g.answered, answered)
 		}
-		g.calls, g.body = c, body.Load()
+		g.calls, g.body = c, size
 	}
 	if warn := h.Logs(wasmhost.LevelWarn); len(warn) > 0 && len(g.miscounts) == 0 {
 		return nil, fmt.Errorf("guest flush %s: the module logged warnings: %q", mode, warn)
