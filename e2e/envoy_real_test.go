@@ -29,6 +29,7 @@ import (
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3" // resolves the router's @type
 	wasmfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/wasm/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	"sigs.k8s.io/yaml"
@@ -182,6 +183,39 @@ func TestRealEnvoy(t *testing.T) {
 	if s.Trailing != 0 || s.Rejected != 0 {
 		t.Errorf("collector Stats() = %+v: the filter must send one valid object per body", s)
 	}
+
+	// Envoy's own /stats/prometheus, read by Prometheus's parser, has what
+	// e2e/admin emulates: the filter's counters without a prefix, and the
+	// per-service series labelled by envoy.yaml's stats_tags. Counters move on
+	// ticks: wait (bounded) for them.
+	counted := 0
+	for _, n := range want {
+		counted += n
+	}
+	var fams map[string]*dto.MetricFamily
+	for {
+		fams = scrape(t, "http://"+admin+"/stats/prometheus")
+		done := counterValue(fams["reqcount_requests_counted"], nil) == float64(counted)
+		for k, n := range want {
+			done = done && counterValue(fams[perServiceFamily], serviceKeyLabels(k)) == float64(n)
+		}
+		if done || waitCtx.Err() != nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := counterValue(fams["reqcount_requests_counted"], nil); got != float64(counted) {
+		t.Errorf("Envoy's /stats/prometheus: reqcount_requests_counted = %v, want %d", got, counted)
+	}
+	for k, n := range want {
+		if got := counterValue(fams[perServiceFamily], serviceKeyLabels(k)); got != float64(n) {
+			t.Errorf("Envoy's /stats/prometheus: %s%v = %v, want %d", perServiceFamily, serviceKeyLabels(k), got, n)
+		}
+	}
+}
+
+func serviceKeyLabels(k collector.Key) map[string]string {
+	return map[string]string{labelService: k.Svc, labelNamespace: k.Namespace}
 }
 
 // realEnvoyVersion runs `envoy --version` and returns major, minor, patch. The

@@ -18,7 +18,8 @@ import (
 
 // TestRunCommand keeps the README's `make run` promise: the reqcount-run command
 // serves HTTP through build/filter.wasm, and a request for Host web.shop shows up
-// on its stdout as the collector's JSON line; Ctrl-C ends it cleanly.
+// on its stdout as the collector's JSON line and in its admin's
+// /stats/prometheus; Ctrl-C ends it cleanly.
 func TestRunCommand(t *testing.T) {
 	wasm := filterFile(t)
 	root := filepath.Dir(filepath.Dir(wasm))
@@ -29,8 +30,9 @@ func TestRunCommand(t *testing.T) {
 		t.Fatalf("go build ./e2e/cmd/reqcount-run: %v\n%s", err, out)
 	}
 
-	addr := freeAddr(t)
-	cmd := exec.Command(bin, "-listen", addr, "-wasm", wasm)
+	addr, adminAddr := freeAddr(t), freeAddr(t)
+	cmd := exec.Command(bin, "-listen", addr, "-wasm", wasm,
+		"-admin", adminAddr, "-bootstrap", filepath.Join(root, "envoy", "envoy.yaml"))
 	var stderr lockedBuffer
 	cmd.Stderr = &stderr
 	stdout, err := cmd.StdoutPipe()
@@ -110,6 +112,24 @@ func TestRunCommand(t *testing.T) {
 			found = line == want
 		case <-deadline.C:
 			t.Fatalf("no %s on stdout within %v; it had %q\nstderr:\n%s", want, waitLimit, seen, stderr.String())
+		}
+	}
+
+	// The admin shows the count (the filter moves it into its counters on a
+	// tick, which may come just after the flush).
+	for {
+		fams := scrape(t, "http://"+adminAddr+"/stats/prometheus")
+		got := counterValue(fams["reqcount_requests_counted"], nil)
+		if got == 1 {
+			break
+		}
+		if got > 1 {
+			t.Fatalf("admin: reqcount_requests_counted = %v after one request", got)
+		}
+		select {
+		case <-deadline.C:
+			t.Fatalf("admin: reqcount_requests_counted = %v, not 1 within %v\nstderr:\n%s", got, waitLimit, stderr.String())
+		case <-time.After(10 * time.Millisecond):
 		}
 	}
 

@@ -13,6 +13,12 @@ const goodBootstrap = `
 admin:
   address:
     socket_address: { address: 127.0.0.1, port_value: 9901 }
+stats_config:
+  stats_tags:
+    - tag_name: destination_service_name
+      regex: "(destination_service_name=\\.=(.*?);\\.;)"
+    - tag_name: destination_service_namespace
+      regex: "(destination_service_namespace=\\.=(.*?);\\.;)"
 static_resources:
   listeners:
     - name: ingress
@@ -77,6 +83,32 @@ spec:
     authority: elasti-operator-controller-service.elasti.svc.cluster.local:8013
     key_source: authority
     default_namespace: shop
+`
+
+const goodMesh = `
+apiVersion: install.istio.io/v1alpha1
+kind: IstioOperator
+metadata: { name: stats, namespace: istio-system }
+spec:
+  meshConfig:
+    defaultConfig:
+      extraStatTags: [destination_service_name, destination_service_namespace]
+`
+
+const goodElastiService = `
+apiVersion: elasti.truefoundry.com/v1alpha1
+kind: ElastiService
+metadata: { name: web, namespace: shop }
+spec:
+  service: web
+  scaleTargetRef: { apiVersion: apps/v1, kind: Deployment, name: web }
+  cooldownPeriod: 900
+  triggers:
+    - type: prometheus
+      metadata:
+        query: sum(rate(reqcount_requests_total{destination_service_name="web",destination_service_namespace="shop"}[1m])) or vector(0)
+        serverAddress: http://prometheus:9090
+        threshold: "0.01"
 `
 
 // edit is one textual change to a good document.
@@ -197,6 +229,83 @@ func TestChecksFail(t *testing.T) {
 			name: "apiVersion without kind", base: goodBootstrap,
 			edits:   []edit{{"admin:", "apiVersion: v1\nadmin:"}},
 			wantErr: "no kind",
+		},
+
+		{
+			name: "no stats tags: the per-service counter keeps its pieces in its name", base: goodBootstrap,
+			edits:   []edit{{between("stats_config:\n", "static_resources:\n"), ""}},
+			wantErr: "comes out as reqcount_destination_service_name___web___",
+		},
+		{
+			name: "a stats tag regex that differs from Istio's", base: goodBootstrap,
+			edits:   []edit{{`"(destination_service_namespace=\\.=(.*?);\\.;)"`, `"destination_service_namespace=\\.=((.*?));\\.;"`}},
+			wantErr: "comes out as reqcount_destination_service_namespace______requests_total", // the cut must take the whole piece
+		},
+
+		// Istio mesh settings.
+		{name: "good IstioOperator passes", base: goodMesh},
+		{
+			name: "extraStatTags without the namespace", base: goodMesh,
+			edits:   []edit{{", destination_service_namespace]", "]"}},
+			wantErr: "extraStatTags",
+		},
+		{
+			name: "unknown MeshConfig field", base: goodMesh,
+			edits:   []edit{{"extraStatTags:", "extraStatTagz:"}},
+			wantErr: "extraStatTagz",
+		},
+		{
+			name: "more than meshConfig in spec", base: goodMesh,
+			edits:   []edit{{"spec:\n", "spec:\n  profile: demo\n"}},
+			wantErr: "spec.profile",
+		},
+
+		// KubeElasti ElastiService.
+		{name: "good ElastiService passes", base: goodElastiService},
+		{
+			name: "unknown spec field", base: goodElastiService,
+			edits:   []edit{{"  cooldownPeriod: 900", "  cooldown: 900"}},
+			wantErr: `unknown field "cooldown"`,
+		},
+		{
+			name: "cooldown out of range", base: goodElastiService,
+			edits:   []edit{{"cooldownPeriod: 900", "cooldownPeriod: 604801"}},
+			wantErr: "cooldownPeriod",
+		},
+		{
+			name: "trigger type not prometheus", base: goodElastiService,
+			edits:   []edit{{"type: prometheus", "type: cpu"}},
+			wantErr: "only prometheus",
+		},
+		{
+			name: "threshold not a string", base: goodElastiService,
+			edits:   []edit{{`threshold: "0.01"`, "threshold: 0.01"}},
+			wantErr: "threshold",
+		},
+		{
+			name: "unknown trigger metadata field", base: goodElastiService,
+			edits:   []edit{{"serverAddress:", "server:"}},
+			wantErr: `unknown field "server"`,
+		},
+		{
+			name: "query for another service", base: goodElastiService,
+			edits:   []edit{{`destination_service_name="web"`, `destination_service_name="api"`}},
+			wantErr: "does not select",
+		},
+		{
+			name: "query with the old prefix", base: goodElastiService,
+			edits:   []edit{{"(rate(reqcount_", "(rate(envoy_wasmcustom_reqcount_"}},
+			wantErr: "does not select",
+		},
+		{
+			name: "query without a fallback for no series", base: goodElastiService,
+			edits:   []edit{{" or vector(0)", ""}},
+			wantErr: "or vector(0)",
+		},
+		{
+			name: "scale target kind", base: goodElastiService,
+			edits:   []edit{{"kind: Deployment", "kind: DaemonSet"}},
+			wantErr: "scaleTargetRef",
 		},
 
 		// Istio WasmPlugin.

@@ -55,6 +55,8 @@ type kind string
 const (
 	kindBootstrap  kind = "Envoy bootstrap"
 	kindWasmPlugin kind = "Istio WasmPlugin"
+	kindMesh       kind = "Istio mesh settings (IstioOperator)"
+	kindScaler     kind = "KubeElasti ElastiService"
 )
 
 func TestExampleConfigs(t *testing.T) {
@@ -93,8 +95,8 @@ func TestExampleConfigs(t *testing.T) {
 	}
 	// Guards against the walk finding nothing (wrong directory, renamed files). A
 	// file that failed above is not in seen: its own error says enough.
-	if !t.Failed() && (seen[kindBootstrap] < 2 || seen[kindWasmPlugin] < 1) {
-		t.Errorf("checked %v; want at least 2 Envoy bootstraps and 1 Istio WasmPlugin", seen)
+	if !t.Failed() && (seen[kindBootstrap] < 2 || seen[kindWasmPlugin] < 1 || seen[kindMesh] < 1 || seen[kindScaler] < 1) {
+		t.Errorf("checked %v; want at least 2 Envoy bootstraps, 1 Istio WasmPlugin, 1 IstioOperator and 1 ElastiService", seen)
 	}
 }
 
@@ -145,6 +147,14 @@ func checkDocument(js []byte) (kind, error) {
 		return "", fmt.Errorf("not a YAML mapping: %w", err)
 	}
 	if _, ok := top["kind"]; ok {
+		var k string
+		_ = json.Unmarshal(top["kind"], &k)
+		switch k {
+		case kindIstioOperator:
+			return kindMesh, checkIstioOperator(top)
+		case kindElastiService:
+			return kindScaler, checkElastiService(top)
+		}
 		return kindWasmPlugin, checkWasmPlugin(top)
 	}
 	if _, ok := top["apiVersion"]; ok {
@@ -189,7 +199,7 @@ func checkBootstrap(js []byte) error {
 	if wasmFilters == 0 {
 		return errors.New("no envoy.filters.http.wasm filter in any listener's http_connection_manager: not an example of the filter")
 	}
-	return nil
+	return checkStatsTags(js)
 }
 
 // isType reports whether a holds a message of m's type.
@@ -292,7 +302,7 @@ func checkWasmPlugin(top map[string]json.RawMessage) error {
 	_ = json.Unmarshal(top["apiVersion"], &apiVersion)
 	_ = json.Unmarshal(top["kind"], &kind)
 	if kind != istioKind {
-		return fmt.Errorf("kind %q is not one this test checks (only %s and Envoy bootstraps): teach the test, or keep the file out of envoy/", kind, istioKind)
+		return fmt.Errorf("kind %q is not one this test checks (only %s, %s, %s and Envoy bootstraps): teach the test, or keep the file out of envoy/", kind, istioKind, kindIstioOperator, kindElastiService)
 	}
 	if apiVersion != istioAPIVersion {
 		return fmt.Errorf("apiVersion %q, want %q", apiVersion, istioAPIVersion)

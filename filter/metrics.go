@@ -9,9 +9,10 @@ import (
 	"github.com/reqcount/reqcount/filter/key"
 )
 
-// Metric names. Envoy keeps wasm-defined metrics under its "wasmcustom" stats
-// prefix; Prometheus sees them as envoy_wasmcustom_reqcount_… (dots become
-// underscores). Every worker defines the same names, so each is a process total.
+// Metric names. Envoy files wasm-defined metrics under its "wasmcustom" stat
+// namespace and strips it in /stats/prometheus, with no "envoy_" prefix:
+// reqcount.keys is exposed as reqcount_keys (dots become underscores). Every
+// worker defines the same names, so each is a process total.
 const (
 	metricUncounted = "reqcount.requests_uncounted." // + key.Reason, e.g. ip_literal
 	metricKeys      = "reqcount.keys"

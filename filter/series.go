@@ -8,11 +8,13 @@ import (
 )
 
 // The scaler's metric: one Envoy counter per (service, namespace), the requests
-// counted for it. Its name is spelled the way Istio's own stats spell their tags,
-// "<tag>=.=<value>;.;", so that the tag extractors already in Istio's bootstrap
-// (destination_service_name, destination_service_namespace: regex
-// "(destination_service_name=\.=(.+?);\.;)") cut the tags out of the name and turn
-// them into labels. Envoy prefixes the name with "wasmcustom."; after extraction it
+// counted for it. Its name is spelled the way Istio's own stats spelled their
+// tags, "<tag>=.=<value>;.;" then the name, so that the tag extractors Istio's
+// bootstrap generates for meshConfig.defaultConfig.extraStatTags
+// [destination_service_name, destination_service_namespace] (regex
+// "(destination_service_name=\.=(.*?);\.;)"; not in the bootstrap by default since
+// Istio 1.18, see envoy/istio/mesh-stats.yaml) cut the tags out of the name and
+// turn them into labels. Envoy prefixes the name with "wasmcustom."; after extraction it
 // is "wasmcustom.reqcount.requests_total", which /stats/prometheus exposes as
 //
 //	reqcount_requests_total{destination_service_name="web",destination_service_namespace="shop"}

@@ -70,5 +70,6 @@
 //   - Properties: only plugin_root_id, plugin_name, plugin_vm_id,
 //     Config.Properties and what the module set itself.
 //   - Envoy's stats prefix custom metrics with "wasmcustom."; here they keep
-//     the module's names.
+//     the module's names (Host.Metrics). Package e2e/admin serves them under
+//     Envoy's full names, as Envoy's /stats and /stats/prometheus do.
 package wasmhost

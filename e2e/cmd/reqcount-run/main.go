@@ -7,6 +7,13 @@
 //
 //	make run
 //	curl -H 'Host: web.shop' localhost:10000/     # prints {"count":1,"svc":"web","namespace":"shop"}
+//	curl localhost:9901/stats/prometheus           # the filter's metrics, as Envoy's admin shows them
+//
+// The admin listener (-admin, default localhost:9901, as in envoy/envoy.yaml)
+// serves /stats and /stats/prometheus like Envoy's, with the tag extraction of
+// the stats_config in -bootstrap (default envoy/envoy.yaml): the per-service
+// counter shows up as
+// reqcount_requests_total{destination_service_name="web",destination_service_namespace="shop"}.
 //
 // The filter configuration comes from -config: inline JSON or a file name. Its
 // `cluster` is mapped to the built-in collector. The filter's own log lines go to
@@ -20,6 +27,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log"
 	"net"
 	"net/http"
@@ -30,6 +38,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/reqcount/reqcount/e2e/admin"
 	"github.com/reqcount/reqcount/e2e/collector"
 	"github.com/reqcount/reqcount/e2e/wasmhost"
 	"github.com/reqcount/reqcount/filter/config"
@@ -44,15 +53,17 @@ func main() {
 	cfgArg := flag.String("config", DefaultConfig, "filter configuration: inline JSON, or the name of a file holding it")
 	workers := flag.Int("workers", 2, "worker VMs (Envoy's --concurrency)")
 	logLevel := flag.String("log-level", "info", "lowest filter log level printed: trace, debug, info, warn, error")
+	adminAddr := flag.String("admin", "localhost:9901", "address of the admin listener (/stats, /stats/prometheus); empty: none")
+	bootstrap := flag.String("bootstrap", "envoy/envoy.yaml", "Envoy bootstrap whose stats_config (tag extraction) the admin applies")
 	flag.Parse()
 	log.SetFlags(0)
 	log.SetPrefix("reqcount-run: ")
-	if err := run(*wasm, *listen, *cfgArg, *workers, *logLevel); err != nil {
+	if err := run(*wasm, *listen, *cfgArg, *workers, *logLevel, *adminAddr, *bootstrap); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(wasmPath, listen, cfgArg string, workers int, logLevel string) error {
+func run(wasmPath, listen, cfgArg string, workers int, logLevel, adminAddr, bootstrap string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -67,6 +78,12 @@ func run(wasmPath, listen, cfgArg string, workers int, logLevel string) error {
 	level, err := parseLevel(logLevel)
 	if err != nil {
 		return err
+	}
+	var tags *admin.Tags
+	if adminAddr != "" {
+		if tags, err = loadTags(bootstrap); err != nil {
+			return err
+		}
 	}
 
 	coll := collector.New(collector.Options{Batch: cfg.Mode == config.ModeBatch, Out: os.Stdout, Path: cfg.Path})
@@ -95,8 +112,20 @@ func run(wasmPath, listen, cfgArg string, workers int, logLevel string) error {
 		return err
 	}
 
+	// The admin first: once the proxy listener accepts, the admin does too.
+	errc := make(chan error, 2)
+	var adminSrv *http.Server
+	if adminAddr != "" {
+		if adminSrv, err = serveAdmin(adminAddr, tags, host, errc); err != nil {
+			host.Close(context.Background())
+			return err
+		}
+	}
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
+		if adminSrv != nil {
+			adminSrv.Close()
+		}
 		host.Close(context.Background())
 		return err
 	}
@@ -105,7 +134,6 @@ func run(wasmPath, listen, cfgArg string, workers int, logLevel string) error {
 		ln.Addr(), wasmPath, workers, cfg.Cluster, cfg.FlushInterval, coll.URL())
 	log.Printf("try: curl -H 'Host: web.shop' http://%s/", ln.Addr())
 
-	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
 	case <-ctx.Done():
@@ -115,6 +143,9 @@ func run(wasmPath, listen, cfgArg string, workers int, logLevel string) error {
 	shutdown, cancel := context.WithTimeout(context.Background(), cfg.Timeout+5*time.Second)
 	defer cancel()
 	srv.Shutdown(shutdown)
+	if adminSrv != nil {
+		adminSrv.Shutdown(shutdown)
+	}
 	if cerr := host.Close(shutdown); cerr != nil && err == nil {
 		err = cerr
 	}
@@ -122,6 +153,32 @@ func run(wasmPath, listen, cfgArg string, workers int, logLevel string) error {
 		err = nil
 	}
 	return err
+}
+
+// loadTags reads the stats tags of the bootstrap file; a missing file means
+// none (logged).
+func loadTags(bootstrap string) (*admin.Tags, error) {
+	tags, err := admin.LoadBootstrap(bootstrap)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		log.Printf("admin: %s not found: no stats tags (the per-service counter keeps its pieces in its name)", bootstrap)
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("-bootstrap: %w", err)
+	}
+	return tags, nil
+}
+
+// serveAdmin starts the admin listener on addr. Serve errors go to errc.
+func serveAdmin(addr string, tags *admin.Tags, host *wasmhost.Host, errc chan<- error) (*http.Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("-admin: %w", err)
+	}
+	srv := &http.Server{Handler: admin.Handler(admin.HostStats(host), tags), ReadHeaderTimeout: 10 * time.Second}
+	go func() { errc <- srv.Serve(ln) }()
+	log.Printf("admin: curl http://%s/stats/prometheus (or /stats)", ln.Addr())
+	return srv, nil
 }
 
 // loadConfig returns arg itself when it looks like JSON, else the named file.

@@ -1,0 +1,376 @@
+package merge_test
+
+import (
+	"fmt"
+	"math/rand"
+	"reflect"
+	"testing"
+
+	"github.com/reqcount/reqcount/filter/merge"
+)
+
+// store is shared data as proxy-wasm-cpp-host keeps it (SharedData::set): a
+// key's CAS changes on every write; a set with a non-zero CAS fails if it is not
+// the key's current one, but a set of a key that does not exist always succeeds.
+type store struct {
+	m       map[string]entry
+	nextCas uint32
+	sets    int
+}
+
+type entry struct {
+	v   []byte
+	cas uint32
+}
+
+func newStore() *store { return &store{m: map[string]entry{}, nextCas: 1} }
+
+func (s *store) Get(k string) ([]byte, uint32, bool, error) {
+	e, ok := s.m[k]
+	if !ok {
+		return nil, 0, false, nil
+	}
+	return append([]byte(nil), e.v...), e.cas, true, nil
+}
+
+func (s *store) Set(k string, v []byte, cas uint32) error {
+	s.sets++
+	if e, ok := s.m[k]; ok && cas != 0 && cas != e.cas {
+		return merge.ErrCasMismatch
+	}
+	s.m[k] = entry{append([]byte(nil), v...), s.nextCas}
+	s.nextCas++
+	return nil
+}
+
+func TestEncodings(t *testing.T) {
+	o := merge.Outbox{HeartbeatMs: 1700000000123, NextGen: 7, Entries: map[string]merge.Cum{"web.shop": {Gen: 3, N: 42}, "a.b": {Gen: 7, N: 1}}}
+	enc := merge.AppendOutbox(nil, &o)
+	if string(enc) != "v1 1700000000123 7\na.b 7 1\nweb.shop 3 42\n" {
+		t.Fatalf("outbox encoding %q", enc)
+	}
+	if got, err := merge.ParseOutbox(enc); err != nil || !reflect.DeepEqual(got, o) {
+		t.Fatalf("ParseOutbox = %+v, %v", got, err)
+	}
+	a := merge.Acks{"web.shop": {Gen: 3, Delivered: 40, Holder: "w1", UntilMs: 99}, "a.b": {Gen: 1}}
+	if got, err := merge.ParseAcks(merge.AppendAcks(nil, a)); err != nil || !reflect.DeepEqual(got, a) {
+		t.Fatalf("ParseAcks = %+v, %v", got, err)
+	}
+	ws := merge.Workers{"00aa", "ff01"}
+	if got, err := merge.ParseWorkers(merge.AppendWorkers(nil, ws)); err != nil || !reflect.DeepEqual(got, ws) {
+		t.Fatalf("ParseWorkers = %v, %v", got, err)
+	}
+	for _, l := range []merge.Lease{{Holder: "00aa", ExpiryMs: 5}, {ExpiryMs: 0, Released: true}, {Holder: "x", ExpiryMs: 9, Released: true}} {
+		if got, err := merge.ParseLease(merge.AppendLease(nil, l)); err != nil || got != l {
+			t.Fatalf("ParseLease(%+v) = %+v, %v", l, got, err)
+		}
+	}
+	w := merge.Wakes{"a.b": 5, "c.d": 9, "e.f": 7}
+	if got, err := merge.ParseWakes(merge.AppendWakes(nil, w, 2)); err != nil || !reflect.DeepEqual(got, merge.Wakes{"c.d": 9, "e.f": 7}) {
+		t.Fatalf("ParseWakes (newest 2) = %v, %v", got, err)
+	}
+	for _, bad := range []struct {
+		name  string
+		parse func([]byte) error
+		in    string
+	}{
+		{"outbox header", func(b []byte) error { _, err := merge.ParseOutbox(b); return err }, "v2 1 1\n"},
+		{"outbox short line", func(b []byte) error { _, err := merge.ParseOutbox(b); return err }, "v1 1 1\nweb.shop 1\n"},
+		{"outbox number", func(b []byte) error { _, err := merge.ParseOutbox(b); return err }, "v1 1 1\nweb.shop 1 -3\n"},
+		{"acks header", func(b []byte) error { _, err := merge.ParseAcks(b); return err }, "x\n"},
+		{"workers", func(b []byte) error { _, err := merge.ParseWorkers(b); return err }, ""},
+		{"lease", func(b []byte) error { _, err := merge.ParseLease(b); return err }, "v1 a b"},
+		{"lease flag", func(b []byte) error { _, err := merge.ParseLease(b); return err }, "v1 a 1 gone"},
+		{"wakes", func(b []byte) error { _, err := merge.ParseWakes(b); return err }, "v1\na\n"},
+	} {
+		if err := bad.parse([]byte(bad.in)); err == nil {
+			t.Errorf("%s: %q parsed", bad.name, bad.in)
+		}
+	}
+}
+
+func TestCreate(t *testing.T) {
+	s := newStore()
+	if ok, err := merge.Create(s, "k", []byte("a")); !ok || err != nil {
+		t.Fatalf("first Create = %v, %v", ok, err)
+	}
+	if ok, err := merge.Create(s, "k", []byte("b")); ok || err != nil {
+		t.Fatalf("second Create = %v, %v: must leave the key", ok, err)
+	}
+	if v, _, _, _ := s.Get("k"); string(v) != "a" {
+		t.Fatalf("value %q", v)
+	}
+}
+
+func TestLease(t *testing.T) {
+	s := newStore()
+	a := merge.NewWorker(s, "a", 10, 1000)
+	b := merge.NewWorker(s, "b", 10, 1000)
+	for _, step := range []struct {
+		who    *merge.Worker
+		now    int64
+		leader bool
+	}{
+		{a, 0, true}, {b, 10, false}, {a, 500, true}, {b, 1400, false}, // renewed at 500: until 1500
+		{b, 1500, true}, {a, 1600, false}, {b, 2000, true},
+	} {
+		if got, err := step.who.Lead(step.now); err != nil || got != step.leader {
+			t.Fatalf("%s at %d: Lead = %v, %v; want %v", step.who.ID, step.now, got, err, step.leader)
+		}
+	}
+	if err := b.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := a.Lead(2001); !got {
+		t.Fatal("a could not take a released lease")
+	}
+}
+
+func TestClaimWake(t *testing.T) {
+	s := newStore()
+	for _, step := range []struct {
+		key  string
+		now  int64
+		want bool
+	}{
+		{"web.shop", 0, true}, {"web.shop", 100, false}, {"api.shop", 100, true}, {"web.shop", 999, false}, {"web.shop", 1000, true},
+	} {
+		if got, err := merge.ClaimWake(s, step.key, step.now, 1000, 10); err != nil || got != step.want {
+			t.Fatalf("%s at %d: ClaimWake = %v, %v; want %v", step.key, step.now, got, err, step.want)
+		}
+	}
+}
+
+// TestMergeExact runs several workers and a changing lease holder over one store
+// with a seeded random schedule: counts added, outboxes published, the holder
+// collecting, sending and settling calls (some failed), workers that die (stop
+// publishing) and new ones that start, and the lease moving on. In the end
+// every count is delivered exactly once per key, and no part is sent while
+// another call carries it.
+func TestMergeExact(t *testing.T) {
+	for seed := int64(1); seed <= 20; seed++ {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) { runMerge(t, seed) })
+	}
+}
+
+func runMerge(t *testing.T, seed int64) {
+	rng := rand.New(rand.NewSource(seed))
+	s := newStore()
+	const leaseMs, deadMs, holdMs = 50, 200, 120
+	const timeoutMs = 60 // Envoy answers every call within its timeout (< holdMs)
+	type call struct {
+		id     uint64
+		key    string
+		n      uint64
+		owner  int // index of the worker that leads
+		sentAt int64
+	}
+	var (
+		now      int64
+		workers  []*merge.Worker
+		alive    []bool
+		leaders  = map[int]*merge.Leader{}
+		calls    []call
+		nextID   uint64 = 1
+		added           = map[string]uint64{}
+		got             = map[string]uint64{}
+		inFlight        = map[[2]string]bool{} // (holder, key): each holder knows only its own calls
+	)
+	start := func() {
+		w := merge.NewWorker(s, fmt.Sprintf("w%02d", len(workers)), 8, leaseMs)
+		workers, alive = append(workers, w), append(alive, true)
+	}
+	for i := 0; i < 3; i++ {
+		start()
+	}
+	keys := []string{"a.ns", "b.ns", "c.ns", "d.ns", "e.ns"}
+	lead := func(i int) {
+		w := workers[i]
+		ok, err := w.Lead(now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l := leaders[i]
+		if l == nil {
+			l = merge.NewLeader(s, w.ID)
+			leaders[i] = l
+		}
+		if !ok {
+			return // a holder that lost the lease still settles its calls
+		}
+		avail, err := l.Collect(now, deadMs, holdMs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, parts := range avail {
+			if inFlight[[2]string{w.ID, k}] {
+				continue // one call per key at a time
+			}
+			var n uint64
+			for _, p := range parts {
+				n += p.N
+			}
+			id := nextID
+			nextID++
+			l.Sent(id, parts)
+			calls = append(calls, call{id, k, n, i, now})
+			inFlight[[2]string{w.ID, k}] = true
+		}
+	}
+	settle := func(c call, delivered bool) {
+		inFlight[[2]string{workers[c.owner].ID, c.key}] = false
+		l, ok := leaders[c.owner]
+		if !ok || !alive[c.owner] {
+			return // its VM is gone: nobody sees the answer
+		}
+		if delivered {
+			got[c.key] += c.n
+		}
+		l.Settled(c.id, c.key, delivered)
+		if err := l.WriteAcks(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for step := 0; step < 3000; step++ {
+		now += int64(rng.Intn(10))
+		for j := 0; j < len(calls); j++ {
+			if now-calls[j].sentAt >= timeoutMs {
+				c := calls[j]
+				calls = append(calls[:j], calls[j+1:]...)
+				j--
+				settle(c, false) // Envoy's 504
+			}
+		}
+		i := rng.Intn(len(workers))
+		switch r := rng.Intn(100); {
+		case r < 40:
+			if alive[i] {
+				k := keys[rng.Intn(len(keys))]
+				n := uint64(1 + rng.Intn(3))
+				if workers[i].Add(k, n) {
+					added[k] += n
+				}
+			}
+		case r < 60:
+			if alive[i] {
+				if err := workers[i].Publish(now, 20); err != nil {
+					t.Fatal(err)
+				}
+			}
+		case r < 75:
+			if alive[i] {
+				lead(i)
+			}
+		case r < 95:
+			// Answers come within the reservation (Envoy's timeout is shorter).
+			if len(calls) == 0 {
+				break
+			}
+			j := rng.Intn(len(calls))
+			c := calls[j]
+			calls = append(calls[:j], calls[j+1:]...)
+			settle(c, rng.Intn(4) != 0)
+		case r < 97:
+			// A worker dies: its published outbox stays, unpublished counts die with it.
+			live := 0
+			for _, a := range alive {
+				if a {
+					live++
+				}
+			}
+			if alive[i] && live > 1 {
+				alive[i] = false
+				if l := leaders[i]; l != nil {
+					// A dead holder's calls in flight: only those already answered count.
+					for j := 0; j < len(calls); j++ {
+						if calls[j].owner == i {
+							calls = append(calls[:j], calls[j+1:]...)
+							j--
+						}
+					}
+					delete(leaders, i)
+				}
+				// What it added but never published is lost with the VM, as in Envoy.
+				if und, _ := workers[i].Undelivered(); und >= 0 {
+					unpublished := unpublishedOf(t, s, workers[i])
+					for k, n := range unpublished {
+						added[k] -= n
+					}
+				}
+			}
+		default:
+			start()
+		}
+	}
+	// Quiesce: everyone alive publishes; the holder delivers everything.
+	for round := 0; round < 200; round++ {
+		now += leaseMs
+		for i, w := range workers {
+			if alive[i] {
+				if err := w.Publish(now, 20); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		for i := range workers {
+			if alive[i] {
+				lead(i)
+			}
+		}
+		for _, c := range calls {
+			settle(c, true)
+		}
+		calls = nil
+		if reflect.DeepEqual(nonZero(got), nonZero(added)) {
+			break
+		}
+	}
+	if !reflect.DeepEqual(nonZero(got), nonZero(added)) {
+		t.Fatalf("delivered %v, added %v", got, added)
+	}
+	t.Logf("%d workers (%d alive), delivered %v in %d shared-data sets", len(workers), countTrue(alive), got, s.sets)
+}
+
+// unpublishedOf returns what worker w added that its published outbox does not
+// hold yet.
+func unpublishedOf(t *testing.T, s *store, w *merge.Worker) map[string]uint64 {
+	t.Helper()
+	mine := w.Snapshot()
+	v, _, ok, _ := s.Get(merge.OutboxKey(w.ID))
+	pub := merge.Outbox{Entries: w.Published()} // emptied by a holder: all delivered
+	if ok && len(v) > 0 {
+		var err error
+		if pub, err = merge.ParseOutbox(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := map[string]uint64{}
+	for k, c := range mine.Entries {
+		p := pub.Entries[k]
+		if p.Gen != c.Gen {
+			p.N = 0
+		}
+		out[k] = c.N - p.N
+	}
+	return out
+}
+
+func nonZero(m map[string]uint64) map[string]uint64 {
+	out := map[string]uint64{}
+	for k, v := range m {
+		if v != 0 {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func countTrue(bs []bool) int {
+	n := 0
+	for _, b := range bs {
+		if b {
+			n++
+		}
+	}
+	return n
+}
