@@ -86,6 +86,12 @@ type Config struct {
 	// MaxLogLines caps the captured log lines; later ones are counted in
 	// Stats.DroppedLogs but not kept. Default 100000.
 	MaxLogLines int
+
+	// TimeCallbacks makes every worker time its calls into the module
+	// (Stats.GuestTime, Stats.GuestMax), e.g. to find the longest
+	// proxy_on_tick. Default false: reading the clock twice per guest entry
+	// would add to every per-request figure.
+	TimeCallbacks bool
 }
 
 // Host runs a Module the way Envoy runs a proxy-wasm HTTP filter: one VM per
@@ -310,7 +316,8 @@ func (h *Host) LogLines() []LogLine { return h.logs.all() }
 
 // Stats adds up every worker's Stats.
 func (h *Host) Stats() Stats {
-	total := Stats{GuestCalls: map[string]uint64{}, HostCalls: map[string]uint64{}}
+	total := Stats{GuestCalls: map[string]uint64{}, HostCalls: map[string]uint64{},
+		GuestTime: map[string]time.Duration{}, GuestMax: map[string]time.Duration{}}
 	for _, w := range h.workers {
 		s := w.Stats()
 		total.add(s)
@@ -337,6 +344,14 @@ type Stats struct {
 	// DroppedLogs counts log lines not kept because of Config.MaxLogLines
 	// (Host.Stats only).
 	DroppedLogs uint64
+	// GuestTime sums, per export, the wall time of the host's calls into the
+	// module's callbacks, and GuestMax is the longest single call: a guest
+	// entry from its start to its return, host calls it makes (such as
+	// proxy_http_call) and allocations nested in it included, as long as an
+	// Envoy worker would be busy with it. Only with Config.TimeCallbacks
+	// (empty otherwise); the allocator's own entries are not listed, their
+	// time is in the callback that needed the memory.
+	GuestTime, GuestMax map[string]time.Duration
 }
 
 func (s *Stats) add(o Stats) {
@@ -345,6 +360,12 @@ func (s *Stats) add(o Stats) {
 	}
 	for k, v := range o.HostCalls {
 		s.HostCalls[k] += v
+	}
+	for k, v := range o.GuestTime {
+		s.GuestTime[k] += v
+	}
+	for k, v := range o.GuestMax {
+		s.GuestMax[k] = max(s.GuestMax[k], v)
 	}
 	s.GuestEntries += o.GuestEntries
 	s.Requests += o.Requests

@@ -83,6 +83,8 @@ type Worker struct {
 
 	fns        [numCallbacks]api.Function
 	guestCalls [numCallbacks]atomic.Uint64
+	guestTime  [numCallbacks]atomic.Int64 // ns, with Config.TimeCallbacks
+	guestMax   [numCallbacks]atomic.Int64 // ns, written by the worker goroutine only
 	hostCalls  []atomic.Uint64
 	requests   atomic.Uint64
 	tickPeriod atomic.Int64 // time.Duration
@@ -291,7 +293,19 @@ func (w *Worker) call(cb int) (uint64, error) {
 	}
 	w.guestCalls[cb].Add(1)
 	w.effective = 0
-	if err := w.fns[cb].CallWithStack(w.ctx, w.stack[:]); err != nil {
+	var start time.Time
+	if w.h.cfg.TimeCallbacks {
+		start = time.Now()
+	}
+	err := w.fns[cb].CallWithStack(w.ctx, w.stack[:])
+	if w.h.cfg.TimeCallbacks {
+		d := int64(time.Since(start))
+		w.guestTime[cb].Add(d)
+		if d > w.guestMax[cb].Load() {
+			w.guestMax[cb].Store(d)
+		}
+	}
+	if err != nil {
 		w.crash(cb, err)
 		return 0, w.crashed
 	}
@@ -491,7 +505,8 @@ func (w *Worker) MemorySize() uint32 {
 
 // Stats returns this worker's counters.
 func (w *Worker) Stats() Stats {
-	s := Stats{GuestCalls: map[string]uint64{}, HostCalls: map[string]uint64{}, Requests: w.requests.Load()}
+	s := Stats{GuestCalls: map[string]uint64{}, HostCalls: map[string]uint64{}, Requests: w.requests.Load(),
+		GuestTime: map[string]time.Duration{}, GuestMax: map[string]time.Duration{}}
 	for cb := range w.guestCalls {
 		if n := w.guestCalls[cb].Load(); n > 0 {
 			name := callbackNames[cb]
@@ -500,6 +515,10 @@ func (w *Worker) Stats() Stats {
 			}
 			s.GuestCalls[name] += n
 			s.GuestEntries += n
+			if w.h.cfg.TimeCallbacks && cb != cbAlloc {
+				s.GuestTime[name] = time.Duration(w.guestTime[cb].Load())
+				s.GuestMax[name] = time.Duration(w.guestMax[cb].Load())
+			}
 		}
 	}
 	for i := range w.hostCalls {

@@ -36,6 +36,7 @@ type options struct {
 	mem2      int
 	keys      int
 	flushRuns int
+	wakeups   int
 	buildDir  string
 	out       string
 	quick     bool
@@ -52,6 +53,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.mem2, "mem2", 5000000, "second linear-memory checkpoint, in requests per variant")
 	fs.IntVar(&o.keys, "keys", 10000, "keys in the flush measurements")
 	fs.IntVar(&o.flushRuns, "flush-runs", 9, "timed runs of each flush measurement (the median is reported)")
+	fs.IntVar(&o.wakeups, "wakeups", 1000, "timed wake-ups in the wake-up latency measurement")
 	fs.StringVar(&o.buildDir, "build-dir", "build/bench", "where the modules are built (relative to the repository root)")
 	fs.StringVar(&o.out, "out", "bench/RESULTS.md", "results file to write (relative to the repository root); empty: none")
 	fs.BoolVar(&o.quick, "quick", false, "smoke mode: few requests, short benchmarks, no results file unless -out is given")
@@ -70,6 +72,7 @@ func parseFlags(args []string) (options, error) {
 			"mem2":       func() { o.mem2 = 20000 },
 			"keys":       func() { o.keys = 1000 },
 			"flush-runs": func() { o.flushRuns = 2 },
+			"wakeups":    func() { o.wakeups = 50 },
 			"out":        func() { o.out = "" },
 		}
 		for name, apply := range quick {
@@ -79,8 +82,8 @@ func parseFlags(args []string) (options, error) {
 		}
 	}
 	switch {
-	case o.rounds < 1 || o.n < 1 || o.warmup < 0 || o.keys < 1 || o.flushRuns < 1:
-		return o, fmt.Errorf("-rounds, -n, -keys and -flush-runs must be positive, -warmup not negative")
+	case o.rounds < 1 || o.n < 1 || o.warmup < 0 || o.keys < 1 || o.flushRuns < 1 || o.wakeups < 1:
+		return o, fmt.Errorf("-rounds, -n, -keys, -flush-runs and -wakeups must be positive, -warmup not negative")
 	case o.mem1 < 1 || o.mem2 <= o.mem1:
 		return o, fmt.Errorf("need 0 < -mem1 < -mem2")
 	}
@@ -182,6 +185,16 @@ func run(ctx context.Context, o options, stdout io.Writer) error {
 	}
 	phase = startPhase(fmt.Sprintf("guest flush (%d keys)", o.keys))
 	if res.guestFlush, err = runGuestFlush(ctx, o, mods["filter"]); err != nil {
+		return err
+	}
+	phase.end()
+	phase = startPhase(fmt.Sprintf("wake-ups (%d)", o.wakeups))
+	if res.wakeups, err = runWakeups(ctx, o, mods["filter"]); err != nil {
+		return err
+	}
+	phase.end()
+	phase = startPhase("model")
+	if res.model, err = runModel(ctx, mods["filter"]); err != nil {
 		return err
 	}
 	phase.end()

@@ -3,10 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/reqcount/reqcount/filter/config"
 )
 
 // TestQuickRun runs the whole benchmark in its smoke mode, building the
@@ -35,22 +39,32 @@ func TestQuickRun(t *testing.T) {
 	// Every row, by its first two cells. Spelled out rather than derived
 	// from the program's own lists, so a row that goes missing or changes
 	// name fails here.
-	variants := []string{"noop", "authority-floor", "filter authority", "filter header", "filter authority, 8 hosts", "filter static"}
+	variants := []string{"noop", "authority-floor", "filter authority", "filter header", "filter authority, 8 hosts", "filter static",
+		"filter authority, include 20", "filter authority, ignore rules"}
 	filters := variants[2:]
 	var rows []string
-	for _, measure := range []string{"ns/request", "guest entries/request", "host calls/request", "linear memory"} {
+	for _, measure := range []string{"ns/request", "guest entries/request", "host calls/request", "linear memory at VM start",
+		"linear memory", "guest GC cycles per 1M requests"} {
 		for _, v := range variants {
 			rows = append(rows, measure+" | "+v)
 		}
 	}
 	for _, v := range filters {
-		rows = append(rows, "ratio linear memory | "+v+" / authority-floor", "requests counted | "+v)
+		rows = append(rows, "ratio linear memory | "+v+" / authority-floor", "requests counted | "+v,
+			"linear memory over noop | "+v, "guest VM gauges after 20k | "+v)
+	}
+	for _, m := range []string{"old defaults (flush_interval 1s, no wake-up)", "old defaults, include the 5 scale-to-zero services",
+		"new defaults", "new defaults, include the 5 scale-to-zero services", "sporadic key, old defaults",
+		"sporadic key, new defaults", "sporadic key, new flush_interval, wake-ups off"} {
+		rows = append(rows, "model: operator messages/s | "+m)
 	}
 	rows = append(rows,
 		"ratio ns/request | filter authority / authority-floor",
 		"ratio ns/request | filter header / authority-floor",
 		"ratio ns/request | filter authority, 8 hosts / authority-floor",
 		"ratio ns/request | filter static / noop",
+		"ratio ns/request | filter authority, include 20 / authority-floor",
+		"ratio ns/request | filter authority, ignore rules / authority-floor",
 		"native hot path | key_source authority",
 		"native hot path | key_source authority parsed",
 		"native hot path | key_source header",
@@ -59,8 +73,7 @@ func TestQuickRun(t *testing.T) {
 		"native flush, 1k keys | encode batch",
 		"native flush, 1k keys | Flusher.Tick single",
 		"native flush, 1k keys | Flusher.Tick batch",
-		"guest flush, 1k keys | filter header, single",
-		"guest flush, 1k keys | filter header, batch",
+		"wake-up latency | filter authority, flush_interval 10s",
 		"module size | noop.wasm",
 		"module size | authorityfloor.wasm",
 		"module size | filter.wasm (as `make build` ships it)",
@@ -72,6 +85,18 @@ func TestQuickRun(t *testing.T) {
 			t.Errorf("table has no row %q", row)
 		}
 	}
+	// Rows whose subject ends with figures read from package config.
+	prefixed := []string{
+		"longest tick, 1k keys | filter header, single, flush_interval ",
+		"longest tick, 1k keys | filter header, batch, flush_interval ",
+		"one-tick flush, 1k keys | filter header, single, whole table in one tick (",
+	}
+	for _, row := range prefixed {
+		if !strings.Contains(table, "| "+row) {
+			t.Errorf("table has no row starting %q", row)
+		}
+	}
+	rows = append(rows, prefixed...)
 	lines := 0
 	for _, line := range strings.Split(table, "\n") {
 		if strings.HasPrefix(line, "| ") {
@@ -84,7 +109,13 @@ func TestQuickRun(t *testing.T) {
 	for _, target := range []string{"filter authority ≤ 1.10 × authority-floor", "filter static ≤ 1.05 × noop",
 		"filter authority, 8 hosts in turn (the memo path) ≤ 1.10 × authority-floor",
 		"memory after 20k ≤ after 5k + 1 MiB", "≤ 1.25 × authority-floor's", "zero allocations per request",
-		"flush encode < 2 ms, single", "flush encode < 2 ms, batch"} {
+		"flush encode < 2 ms, single", "flush encode < 2 ms, batch",
+		"filter authority with a 20-pattern include ≤ 1.10 × authority-floor",
+		"filter authority with ignore_paths and ignore_user_agents ≤ 1.35 × authority-floor",
+		"filter authority with neither include nor ignore rules reads one header per request",
+		"filter authority ≤ 1.00 × authority-floor", "linear memory after 20k ≤ the noop floor's + 1 MiB",
+		"guest GC cycles per million requests once warm ≤ 1", "longest tick at 1k keys, single mode, ≤ 10.000 ms",
+		"longest tick at 1k keys, batch mode, ≤ 10.000 ms", "wake-up latency", "p99 < 10.000 ms", "model, new defaults, include"} {
 		if !strings.Contains(table, target) {
 			t.Errorf("targets do not mention %q", target)
 		}
@@ -102,5 +133,172 @@ func TestQuickRun(t *testing.T) {
 	}
 	if bytes.Contains(written, []byte("stale results")) {
 		t.Errorf("%s kept the text above the notes marker", out)
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	ms := func(xs ...int) []time.Duration {
+		var ds []time.Duration
+		for _, x := range xs {
+			ds = append(ds, time.Duration(x)*time.Millisecond)
+		}
+		return ds
+	}
+	hundred := make([]int, 100)
+	for i := range hundred {
+		hundred[i] = 100 - i // descending: percentile must sort
+	}
+	thousand := make([]int, 1000)
+	for i := range thousand {
+		thousand[i] = i + 1
+	}
+	for _, tc := range []struct {
+		name string
+		ds   []time.Duration
+		p    float64
+		want time.Duration
+	}{
+		{"empty", nil, 50, 0},
+		{"one sample", ms(7), 99, 7 * time.Millisecond},
+		{"median of odd", ms(3, 1, 2), 50, 2 * time.Millisecond},
+		{"median of even is the lower middle", ms(4, 1, 3, 2), 50, 2 * time.Millisecond},
+		{"p99 of 100", ms(hundred...), 99, 99 * time.Millisecond},
+		{"p100 is the max", ms(hundred...), 100, 100 * time.Millisecond},
+		{"p99 of 1000 leaves ten above", ms(thousand...), 99, 990 * time.Millisecond},
+		{"p50 of 1000", ms(thousand...), 50, 500 * time.Millisecond},
+		{"tiny p is the min", ms(5, 9), 0.1, 5 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := percentile(tc.ds, tc.p); got != tc.want {
+				t.Errorf("percentile(%v, %v) = %v, want %v", tc.ds, tc.p, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestTicksPerInterval(t *testing.T) {
+	for _, tc := range []struct {
+		f, p time.Duration
+		want int
+	}{
+		{30 * time.Second, 500 * time.Millisecond, 60},
+		{time.Second, 100 * time.Millisecond, 10},
+		{time.Second, time.Second, 1},
+		{time.Second, 0, 1}, // no tick period set
+		{time.Second, 300 * time.Millisecond, 4},
+	} {
+		if got := ticksPerInterval(tc.f, tc.p); got != tc.want {
+			t.Errorf("ticksPerInterval(%v, %v) = %d, want %d", tc.f, tc.p, got, tc.want)
+		}
+	}
+}
+
+// TestRequestsInWindow checks the model's traffic: whatever the tick period,
+// the windows of one simulated second hold exactly perSecond requests.
+func TestRequestsInWindow(t *testing.T) {
+	for _, tc := range []struct {
+		p         time.Duration
+		perSecond int
+		windows   int // that make whole seconds
+	}{
+		{time.Second, 5, 1},
+		{500 * time.Millisecond, 5, 2},
+		{200 * time.Millisecond, 5, 5},
+		{300 * time.Millisecond, 5, 10}, // 3 s
+		{100 * time.Millisecond, 7, 10},
+	} {
+		for start := 0; start < 3*tc.windows; start += tc.windows {
+			sum := 0
+			for k := start; k < start+tc.windows; k++ {
+				sum += requestsInWindow(k, tc.p, tc.perSecond)
+			}
+			want := tc.perSecond * int(time.Duration(tc.windows)*tc.p/time.Second)
+			if sum != want {
+				t.Errorf("p %v, %d/s: windows %d..%d hold %d requests, want %d", tc.p, tc.perSecond, start, start+tc.windows-1, sum, want)
+			}
+		}
+	}
+}
+
+func TestModelArithmetic(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		keys     int
+		interval time.Duration
+		want     float64 // mesh messages per second
+	}{
+		{"old defaults: the issue's 40 000", modelKeys, time.Second, 40000},
+		{"old defaults, include", modelScaleToZero, time.Second, 10000},
+		{"30s interval", modelKeys, 30 * time.Second, 40000.0 / 30},
+		{"30s interval, include", modelScaleToZero, 30 * time.Second, 10000.0 / 30},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := meshRate(expectedPerWorker(tc.keys, tc.interval)); math.Abs(got-tc.want) > 1e-9 {
+				t.Errorf("mesh rate = %v, want %v", got, tc.want)
+			}
+			r := &modelRow{keys: tc.keys, flushInterval: tc.interval, span: modelIntervals * tc.interval, messages: tc.keys * modelIntervals}
+			if !r.exact() {
+				t.Errorf("a row with one message per key per interval is not exact")
+			}
+			if got, want := r.perWorker(), expectedPerWorker(tc.keys, tc.interval); math.Abs(got-want) > 1e-9 {
+				t.Errorf("perWorker() = %v, want %v", got, want)
+			}
+			r.messages++
+			if r.exact() {
+				t.Errorf("a row with one message too many is exact")
+			}
+		})
+	}
+	sporadic := &modelRow{modelCase: modelCase{sporadic: true}, requests: 8, messages: 8, wakeups: 8}
+	if !sporadic.exact() || math.Abs(sporadic.perWorker()-1/modelSporadicEvery.Seconds()) > 1e-12 {
+		t.Errorf("sporadic row: exact %v, per worker %v", sporadic.exact(), sporadic.perWorker())
+	}
+}
+
+func TestGCPerMillion(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		samples []gcSample
+		warm    int
+		want    float64
+		ok      bool
+	}{
+		{"no gauge", nil, 1000, 0, false},
+		{"one sample after warm", []gcSample{{500, 1}, {1000, 3}}, 1000, 0, false},
+		{"from the first sample at warm", []gcSample{{500, 1}, {1000, 3}, {2000000, 5}, {3000000, 7}}, 1000, 4 / 2.999, true},
+		{"none", []gcSample{{1000000, 9}, {5000000, 9}}, 1000000, 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := &variant{gc: tc.samples}
+			got, ok := v.gcPerMillion(tc.warm)
+			if ok != tc.ok || math.Abs(got-tc.want) > 1e-9 {
+				t.Errorf("gcPerMillion = %v, %v; want %v, %v", got, ok, tc.want, tc.ok)
+			}
+		})
+	}
+}
+
+// TestSporadicTimes checks the sporadic key's schedule: every gap longer
+// than the default wake_after (so each request may wake the key), and the
+// requests at distinct points of the report cycle.
+func TestSporadicTimes(t *testing.T) {
+	if modelSporadicEvery <= config.DefaultWakeAfter {
+		t.Errorf("the sporadic key's requests are %v apart, not more than the default wake_after %v", modelSporadicEvery, config.DefaultWakeAfter)
+	}
+	for _, interval := range []time.Duration{time.Second, 30 * time.Second} {
+		times := sporadicTimes(interval)
+		if len(times) != modelSporadicN {
+			t.Fatalf("%d times, want %d", len(times), modelSporadicN)
+		}
+		phases := map[time.Duration]bool{}
+		for i, at := range times {
+			phases[at%interval] = true
+			if i > 0 && times[i]-times[i-1] < modelSporadicEvery {
+				t.Errorf("interval %v: gap %v before request %d, want at least %v", interval, times[i]-times[i-1], i, modelSporadicEvery)
+			}
+		}
+		if len(phases) != modelSporadicN {
+			t.Errorf("interval %v: requests at %d distinct points of the cycle, want %d: %v", interval, len(phases), modelSporadicN, times)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"sort"
 	"time"
 )
@@ -75,4 +76,39 @@ func durationSpread(ds []time.Duration) spread {
 		xs[i] = float64(d)
 	}
 	return summarize(xs)
+}
+
+// percentile returns the p-th percentile (0 < p ≤ 100) of ds by the
+// nearest-rank method: the smallest sample that at least p % of the samples
+// do not exceed. It returns 0 for no samples. With 1 000 samples, p99 is the
+// 990th smallest: ten samples may lie above it.
+func percentile(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	rank := int(math.Ceil(p / 100 * float64(len(s))))
+	return s[min(max(rank, 1), len(s))-1]
+}
+
+// maxDuration returns the largest of ds, or 0.
+func maxDuration(ds []time.Duration) time.Duration {
+	var m time.Duration
+	for _, d := range ds {
+		m = max(m, d)
+	}
+	return m
+}
+
+// minDuration returns the smallest of ds, or 0.
+func minDuration(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	m := ds[0]
+	for _, d := range ds[1:] {
+		m = min(m, d)
+	}
+	return m
 }

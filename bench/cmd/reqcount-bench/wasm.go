@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/reqcount/reqcount/e2e/wasmhost"
+	"github.com/reqcount/reqcount/filter/config"
 	"github.com/reqcount/reqcount/messages"
 )
 
@@ -37,6 +37,44 @@ const benchKey = "web.shop"
 // cluster is the flush cluster of every filter variant. Its address is never
 // used: a custom Dispatch answers every call.
 const cluster = "operator"
+
+// Metrics of the filter the benchmark reads.
+const (
+	// metricVM prefixes the gauges the filter sets from the Go runtime's own
+	// metrics inside the guest, at each tick (filter/vmstats.go).
+	metricVM        = "reqcount.vm."
+	metricGCCycles  = metricVM + "gc_cycles"
+	metricIgnored   = "reqcount.requests_ignored"
+	metricUncounted = "reqcount.requests_uncounted."
+	metricOverflow  = "reqcount.requests_overflow"
+)
+
+// includeConfig is the include list of the "include 20" variant: twenty
+// patterns in the shapes the README documents (a namespace, a service in
+// any namespace, one service), the one that matches benchKey last, so the
+// check walks the whole list when a key is first seen.
+func includeConfig() string {
+	var pats []string
+	for i := range 19 {
+		switch i % 3 {
+		case 0:
+			pats = append(pats, fmt.Sprintf(`"*.team-%02d"`, i))
+		case 1:
+			pats = append(pats, fmt.Sprintf(`"app-%02d.*"`, i))
+		default:
+			pats = append(pats, fmt.Sprintf(`"app-%02d.team-%02d"`, i, i))
+		}
+	}
+	pats = append(pats, `"web.shop"`)
+	return `{"cluster":"operator","key_source":"authority","include":[` + strings.Join(pats, ",") + `]}`
+}
+
+// ignoreConfig sets both ignore lists with the usual probe and scraper
+// prefixes; benchRequest's :path and user-agent match none, so every request
+// is still counted, after both checks.
+const ignoreConfig = `{"cluster":"operator","key_source":"authority",` +
+	`"ignore_paths":["/healthz","/readyz","/livez","/metrics","/stats/prometheus"],` +
+	`"ignore_user_agents":["kube-probe/","Prometheus/","Go-http-client/","Envoy/HC"]}`
 
 // variantSpec is one plugin configuration measured per request.
 type variantSpec struct {
@@ -85,6 +123,8 @@ var variantSpecs = []variantSpec{
 		config: `{"cluster":"operator","key_source":"authority"}`},
 	{name: "filter static", module: "filter", filter: true,
 		config: `{"cluster":"operator","key_source":"static","service":"web","namespace":"shop"}`},
+	{name: "filter authority, include 20", module: "filter", filter: true, config: includeConfig()},
+	{name: "filter authority, ignore rules", module: "filter", filter: true, config: ignoreConfig},
 }
 
 // variant is a variantSpec running on its own long-lived host: one worker,
@@ -110,8 +150,19 @@ type variant struct {
 	guestByName   map[string]uint64
 	hostMallocs   uint64 // allocations of this (native) process during the segments
 
-	// mem maps a request count checkpoint to MemorySize there.
-	mem map[int]uint32
+	// mem maps a request count checkpoint to MemorySize there; startMem is
+	// MemorySize once the VM has started, before any request.
+	mem      map[int]uint32
+	startMem uint32
+
+	// ticks is how many ticks make one flush_interval: the filter sends one
+	// slice of its keys per tick, so a full flush takes that many.
+	ticks int
+	// gc samples the guest's GC cycle count after each tick (filter
+	// variants whose module reports it).
+	gc []gcSample
+	// vm is the guest's reqcount.vm.* gauges after the last tick.
+	vm map[string]int64
 
 	// What the filter variants flushed, decoded from the call bodies.
 	delivered atomic.Int64
@@ -167,7 +218,22 @@ func newVariant(ctx context.Context, spec variantSpec, mod *wasmhost.Module) (*v
 		return nil, fmt.Errorf("%s: %w", spec.name, err)
 	}
 	v.host, v.w = h, h.Worker(0)
+	v.startMem = v.w.MemorySize()
+	if spec.filter {
+		cfg, err := config.Parse([]byte(spec.config))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", spec.name, err)
+		}
+		v.ticks = ticksPerInterval(cfg.FlushInterval, v.w.TickPeriod())
+	}
 	return v, nil
+}
+
+// gcSample is the guest's GC cycle count after a tick, with the requests
+// driven by then.
+type gcSample struct {
+	requests int
+	cycles   int64
 }
 
 // drive runs n requests on v, stopping at each memory checkpoint it crosses to
@@ -236,7 +302,43 @@ func (v *variant) tick(ctx context.Context) error {
 		return fmt.Errorf("%s: tick: %w", v.name, err)
 	}
 	v.w.MemorySize()
+	if m, ok := v.host.Metric(wasmhost.MetricGauge, metricGCCycles); ok {
+		v.gc = append(v.gc, gcSample{requests: v.requests, cycles: m.Value})
+	}
 	return nil
+}
+
+// gcPerMillion is the guest's GC cycles per million requests once warm:
+// between the first tick at or after the first memory checkpoint and the
+// last tick. ok is false when the module reports no GC count.
+func (v *variant) gcPerMillion(warm int) (rate float64, ok bool) {
+	first := -1
+	for i, s := range v.gc {
+		if s.requests >= warm {
+			first = i
+			break
+		}
+	}
+	if first < 0 || first == len(v.gc)-1 {
+		return 0, false
+	}
+	a, b := v.gc[first], v.gc[len(v.gc)-1]
+	if b.requests == a.requests {
+		return 0, false
+	}
+	return float64(b.cycles-a.cycles) / float64(b.requests-a.requests) * 1e6, true
+}
+
+// proxyCallsPerRequest is the host calls per timed request other than the
+// Go runtime's WASI ones: what the filter asks of Envoy per request.
+func (v *variant) proxyCallsPerRequest() float64 {
+	var n uint64
+	for name, c := range v.hostByName {
+		if !strings.HasPrefix(name, "wasi_") {
+			n += c
+		}
+	}
+	return v.perRequest(n)
 }
 
 // check verifies that nothing went wrong in the guest (a crash or a
@@ -245,8 +347,10 @@ func (v *variant) tick(ctx context.Context) error {
 // flush message for benchKey. A shortfall is reported (a MISS in the
 // targets, with the module's own tallies of why), not hidden.
 func (v *variant) check(ctx context.Context) error {
-	if err := v.tick(ctx); err != nil {
-		return err
+	for range max(v.ticks, 1) { // one flush_interval: every slice once
+		if err := v.tick(ctx); err != nil {
+			return err
+		}
 	}
 	if err := v.w.Crashed(); err != nil {
 		return fmt.Errorf("%s: %w", v.name, err)
@@ -256,13 +360,20 @@ func (v *variant) check(ctx context.Context) error {
 	}
 	if v.filter {
 		v.uncounted = map[string]uint64{}
+		v.vm = map[string]int64{}
 		for _, m := range v.host.Metrics() {
-			if reason, ok := strings.CutPrefix(m.Name, "reqcount.requests_uncounted."); ok && m.Value > 0 {
+			if reason, ok := strings.CutPrefix(m.Name, metricUncounted); ok && m.Value > 0 {
 				v.uncounted[reason] = uint64(m.Value)
 			}
+			if name, ok := strings.CutPrefix(m.Name, metricVM); ok && m.Type == wasmhost.MetricGauge {
+				v.vm[name] = m.Value
+			}
 		}
-		if n := v.host.Counter("reqcount.requests_overflow"); n > 0 {
+		if n := v.host.Counter(metricOverflow); n > 0 {
 			v.uncounted["overflow"] = n
+		}
+		if n := v.host.Counter(metricIgnored); n > 0 {
+			v.uncounted["ignored"] = n
 		}
 	}
 	return nil
@@ -342,6 +453,8 @@ var ratioSpecs = []struct{ name, num, den string }{
 	{"filter header / authority-floor", "filter header", "authority-floor"},
 	{"filter authority, 8 hosts / authority-floor", "filter authority, 8 hosts", "authority-floor"},
 	{"filter static / noop", "filter static", "noop"},
+	{"filter authority, include 20 / authority-floor", "filter authority, include 20", "authority-floor"},
+	{"filter authority, ignore rules / authority-floor", "filter authority, ignore rules", "authority-floor"},
 }
 
 func (r *wasmResults) variant(name string) *variant {
@@ -437,156 +550,4 @@ func runVariants(ctx context.Context, o options, mods map[string]*wasmhost.Modul
 		}
 	}
 	return res, nil
-}
-
-// guestFlush is the flush path measured inside the module: the filter
-// (key_source header, so each request can carry its own key) holding keys
-// distinct keys, timed from proxy_on_tick's entry to its return, and to the
-// last proxy_on_http_call_response of the calls it made.
-//
-// A VM crash or a flush that does not carry exactly one count per key is a
-// finding about the filter, not a failure of the benchmark: it is recorded
-// and reported (a MISS in the targets) and the run goes on.
-type guestFlush struct {
-	mode         string
-	runs         int // timed runs wanted
-	tick         []time.Duration
-	tickAnswered []time.Duration
-	calls        int64 // in the last run
-	bodyBytes    int64 // in the last run
-	// miscounts lists the runs whose flush did not carry exactly keys counts.
-	miscounts []string
-	// tallies are the module's metrics that explain a wrong flush
-	// (uncounted requests, rejected calls), when not zero.
-	tallies []string
-	// crash is the trap that ended the VM, with the run it happened in.
-	crash    error
-	crashRun int
-}
-
-// ok reports whether every run completed and flushed exactly what it counted,
-// with nothing uncounted and no call answered other than 200 in the module's
-// view (every call is answered 200).
-func (g *guestFlush) ok() bool { return g.crash == nil && len(g.miscounts) == 0 && len(g.tallies) == 0 }
-
-// problems describes what went wrong, or "".
-func (g *guestFlush) problems() string {
-	var ps []string
-	if g.crash != nil {
-		msg := g.crash.Error()
-		if i := strings.IndexByte(msg, '\n'); i >= 0 {
-			msg = msg[:i] // the first line; the wasm stack traces follow
-		}
-		ps = append(ps, fmt.Sprintf("VM crashed in run %d of %d (run 0 is the warm-up): %s", g.crashRun, g.runs, msg))
-	}
-	if len(g.miscounts) > 0 {
-		ps = append(ps, "flush wrong in "+strings.Join(g.miscounts, ", "))
-	}
-	if len(g.tallies) > 0 {
-		ps = append(ps, "the module's own tallies: "+strings.Join(g.tallies, ", "))
-	}
-	return strings.Join(ps, "; ")
-}
-
-func runGuestFlush(ctx context.Context, o options, mod *wasmhost.Module) ([]*guestFlush, error) {
-	var out []*guestFlush
-	for _, mode := range []string{"single", "batch"} {
-		g, err := guestFlushMode(ctx, o, mod, mode)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, g)
-	}
-	return out, nil
-}
-
-func guestFlushMode(ctx context.Context, o options, mod *wasmhost.Module, mode string) (*guestFlush, error) {
-	g := &guestFlush{mode: mode, runs: o.flushRuns}
-	var calls, body, counted atomic.Int64
-	h, err := wasmhost.New(ctx, mod, wasmhost.Config{
-		PluginConfig: []byte(fmt.Sprintf(`{"cluster":"operator","key_source":"header","mode":%q,"max_keys":%d}`, mode, o.keys)),
-		Clusters:     map[string]string{cluster: ""},
-		ManualTicks:  true,
-		LogLevel:     wasmhost.LevelInfo,
-		Dispatch: func(c wasmhost.Callout, reply func(wasmhost.Response)) {
-			calls.Add(1)
-			body.Add(int64(len(c.Body)))
-			if ms, err := messages.Decode(c.Body); err == nil {
-				for _, m := range ms {
-					counted.Add(int64(m.Count))
-				}
-			}
-			reply(okResponse())
-		},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("guest flush %s: %w", mode, err)
-	}
-	defer h.Close(ctx)
-	w := h.Worker(0)
-	reqs := make([]wasmhost.Request, o.keys)
-	for i := range reqs {
-		hs := append([][2]string(nil), benchRequest.Headers...)
-		for j := range hs {
-			if hs[j][0] == "x-service" {
-				hs[j][1] = fmt.Sprintf("svc-%05d", i)
-			}
-		}
-		reqs[i] = wasmhost.Request{Headers: hs}
-	}
-	// The module pushes its metrics on each tick; a crash leaves those of
-	// the last tick.
-	defer func() {
-		for _, m := range h.Metrics() {
-			if m.Value > 0 && (strings.HasPrefix(m.Name, "reqcount.requests_uncounted.") ||
-				m.Name == "reqcount.flush.calls_rejected" || m.Name == "reqcount.flush.calls_reset" ||
-				m.Name == "reqcount.requests_overflow") {
-				g.tallies = append(g.tallies, fmt.Sprintf("%s %d", m.Name, m.Value))
-			}
-		}
-	}()
-	crashed := func(run int, err error) (*guestFlush, error) {
-		if !errors.Is(err, wasmhost.ErrCrashed) {
-			return nil, fmt.Errorf("guest flush %s: %w", mode, err)
-		}
-		g.crash, g.crashRun = err, run
-		fmt.Fprintf(os.Stderr, "  guest flush %s: %s\n", mode, g.problems())
-		return g, nil
-	}
-	for run := 0; run <= o.flushRuns; run++ { // run 0 warms up
-		for _, r := range reqs {
-			if _, err := w.Request(ctx, r); err != nil {
-				return crashed(run, err)
-			}
-		}
-		calls.Store(0)
-		body.Store(0)
-		counted.Store(0)
-		start := time.Now()
-		if err := w.Tick(ctx); err != nil {
-			return crashed(run, err)
-		}
-		tick := time.Since(start)
-		w.MemorySize() // runs after every queued answer has been delivered
-		answered := time.Since(start)
-		if err := w.Crashed(); err != nil { // in an answer, after the tick
-			return crashed(run, err)
-		}
-		wantCalls := int64(o.keys) // one per key
-		if mode == "batch" {
-			wantCalls = 1
-		}
-		if n, c := counted.Load(), calls.Load(); n != int64(o.keys) || c != wantCalls {
-			g.miscounts = append(g.miscounts, fmt.Sprintf("run %d (%d counts in %d calls for %d requests, one per key)", run, n, c, o.keys))
-		}
-		if run > 0 {
-			g.tick = append(g.tick, tick)
-			g.tickAnswered = append(g.tickAnswered, answered)
-		}
-		g.calls, g.bodyBytes = calls.Load(), body.Load()
-	}
-	if warn := h.Logs(wasmhost.LevelWarn); len(warn) > 0 && len(g.miscounts) == 0 {
-		return nil, fmt.Errorf("guest flush %s: the module logged warnings: %q", mode, warn)
-	}
-	return g, nil
 }

@@ -1,0 +1,331 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/reqcount/reqcount/e2e/collector"
+	"github.com/reqcount/reqcount/e2e/wasmhost"
+	"github.com/reqcount/reqcount/filter/config"
+	"github.com/reqcount/reqcount/messages"
+)
+
+// The sizing model (issue 7): what a mesh sends the operator. One worker
+// running the compiled filter is driven through the model's traffic in
+// simulated time (manual ticks, each standing for one tick period: ticks are
+// counted, not waited for), its messages counted at the e2e collector, and
+// the per-worker rate scaled to the mesh.
+const (
+	modelSidecars    = 1000
+	modelWorkers     = 2  // per sidecar
+	modelKeys        = 20 // active destinations per worker
+	modelScaleToZero = 5  // of which scale-to-zero services: the include list
+	// modelRPS is each destination's steady traffic on one worker: several
+	// requests per tick period, so every report finds a count.
+	modelRPS = 5
+	// modelIntervals flush intervals are counted, after one of warm-up
+	// (where each key's first request may wake it up).
+	modelIntervals = 4
+	// A sporadic key: about one request every modelSporadicEvery,
+	// modelSporadicN times (see sporadicTimes).
+	modelSporadicEvery = 45 * time.Second
+	modelSporadicN     = 8
+)
+
+// modelOldConfig is the configuration that behaves as the filter did before
+// issue 7: reports every second, no wake-up. (The defaults then; not a
+// default now, so it is spelled out.)
+const modelOldConfig = `{"cluster":"operator","flush_interval":"1s","wake_after":"0s"}`
+
+// modelCase is one row of the model.
+type modelCase struct {
+	name     string
+	config   string // plugin configuration
+	include  bool   // only the scale-to-zero services are counted
+	sporadic bool   // one key, one request per modelSporadicEvery
+}
+
+var modelCases = []modelCase{
+	{name: "old defaults (flush_interval 1s, no wake-up)", config: modelOldConfig},
+	{name: "old defaults, include the 5 scale-to-zero services", config: modelOldConfig, include: true},
+	{name: "new defaults", config: `{"cluster":"operator"}`},
+	{name: "new defaults, include the 5 scale-to-zero services", config: `{"cluster":"operator"}`, include: true},
+	{name: "sporadic key, old defaults", config: modelOldConfig, sporadic: true},
+	{name: "sporadic key, new defaults", config: `{"cluster":"operator"}`, sporadic: true},
+	{name: "sporadic key, new flush_interval, wake-ups off", config: `{"cluster":"operator","wake_after":"0s"}`, sporadic: true},
+}
+
+// modelRow is what one case measured.
+type modelRow struct {
+	modelCase
+	flushInterval, wakeAfter, tickPeriod time.Duration
+	keys                                 int           // keys counted (reported to the operator)
+	span                                 time.Duration // simulated time counted
+	messages                             int           // accepted by the collector in the span
+	wakeups                              int           // of which were sent from a request callback
+	startWakeups                         int           // wake-ups in the warm-up interval (first sight of each key)
+	// Sporadic: per request, the simulated time from the request to the
+	// delivery of its count (0 for a wake-up).
+	delays   []time.Duration
+	requests int
+}
+
+// perWorker is the measured rate of messages at the operator from one
+// worker: over the counted span for steady traffic; for the sporadic key,
+// messages per request at its one request per modelSporadicEvery.
+func (r *modelRow) perWorker() float64 {
+	switch {
+	case r.sporadic && r.requests > 0:
+		return float64(r.messages) / float64(r.requests) / modelSporadicEvery.Seconds()
+	case r.span <= 0:
+		return 0
+	}
+	return float64(r.messages) / r.span.Seconds()
+}
+
+// detail is the row's explanation: the formula, what was measured, and the
+// configuration's intervals.
+func (r *modelRow) detail() string {
+	wake := "off"
+	if r.wakeAfter > 0 {
+		wake = r.wakeAfter.String()
+	}
+	cfg := fmt.Sprintf("flush_interval %v, wake_after %s, tick %v", r.flushInterval, wake, r.tickPeriod)
+	if r.sporadic {
+		return fmt.Sprintf("%s; one worker, %d requests about %v apart: %d messages, %d of them wake-ups; request → delivery, simulated: median %v, max %v; %s; the value is the mesh figure if every worker saw such a key",
+			r.formula(), r.requests, modelSporadicEvery, r.messages, r.wakeups,
+			time.Duration(medianDuration(r.delays)), maxDuration(r.delays), cfg)
+	}
+	return fmt.Sprintf("%s; measured on one worker: %.2f/s, %d messages (%d wake-ups) over %v simulated (%d ticks, after one flush_interval of warm-up holding %d first-sight wake-ups); %s",
+		r.formula(), r.perWorker(), r.messages, r.wakeups, r.span, int(r.span/max(r.tickPeriod, 1)), r.startWakeups, cfg)
+}
+
+// meshRate scales one worker's message rate to the model's mesh.
+func meshRate(perWorker float64) float64 { return modelSidecars * modelWorkers * perWorker }
+
+// expectedPerWorker is the rule issue 7 sets for steady traffic: each key
+// with counts is reported once per flush interval, so keys/interval messages
+// a second per worker (wake-ups only at a key's first sight or after
+// wake_after of silence, none in steady traffic).
+func expectedPerWorker(keys int, interval time.Duration) float64 {
+	return float64(keys) / interval.Seconds()
+}
+
+// formula spells out how the mesh figure follows from the rule.
+func (r *modelRow) formula() string {
+	if r.sporadic {
+		return fmt.Sprintf("1 message per request (%s); per worker 1 / %v = %.4f/s", r.deliveryKind(), modelSporadicEvery, 1/modelSporadicEvery.Seconds())
+	}
+	return fmt.Sprintf("%s sidecars × %d workers × %d keys / %v = %s/s",
+		groupf(modelSidecars), modelWorkers, r.keys, r.flushInterval, groupf(meshRate(expectedPerWorker(r.keys, r.flushInterval))))
+}
+
+func (r *modelRow) deliveryKind() string {
+	switch {
+	case r.wakeups == r.requests:
+		return "each a wake-up"
+	case r.wakeups == 0:
+		return "each at a later tick"
+	}
+	return fmt.Sprintf("%d of %d as wake-ups", r.wakeups, r.requests)
+}
+
+// exact reports whether the measured rate follows the rule: for steady
+// traffic, exactly keys/flush_interval per worker; for the sporadic key,
+// one message per request.
+func (r *modelRow) exact() bool {
+	if r.sporadic {
+		return r.messages == r.requests
+	}
+	return r.messages == r.keys*modelIntervals
+}
+
+// requestsInWindow is how many of a key's requests, at perSecond evenly
+// spaced requests a second from time 0, fall in tick window k, the
+// simulated time [k·p, (k+1)·p).
+func requestsInWindow(k int, p time.Duration, perSecond int) int {
+	at := func(k int) int64 { return int64(k) * int64(p) * int64(perSecond) / int64(time.Second) }
+	return int(at(k+1) - at(k))
+}
+
+// sporadicTimes are the sporadic key's request times: modelSporadicEvery
+// apart plus an eighth of the flush interval more each time, so that the
+// modelSporadicN requests fall at evenly spread points of the report cycle
+// (a delay measured at one point only would say little), starting off a tick.
+func sporadicTimes(interval time.Duration) []time.Duration {
+	const offset = 10*time.Second + 37*time.Millisecond
+	times := make([]time.Duration, modelSporadicN)
+	for i := range times {
+		times[i] = offset + time.Duration(i)*(modelSporadicEvery+interval/modelSporadicN)
+	}
+	return times
+}
+
+// modelService is the i-th destination of the model; the first
+// modelScaleToZero are the scale-to-zero ones.
+func modelService(i int) string { return fmt.Sprintf("svc-%02d", i) }
+
+func runModel(ctx context.Context, mod *wasmhost.Module) ([]*modelRow, error) {
+	var rows []*modelRow
+	for _, c := range modelCases {
+		r, err := simulate(ctx, mod, c)
+		if err != nil {
+			return nil, fmt.Errorf("model %q: %w", c.name, err)
+		}
+		rows = append(rows, r)
+	}
+	return rows, nil
+}
+
+// delivery is one message the collector accepted, at a simulated time.
+type delivery struct {
+	at     time.Duration
+	wakeup bool // sent from a request callback
+	svc    string
+}
+
+func simulate(ctx context.Context, mod *wasmhost.Module, c modelCase) (*modelRow, error) {
+	conf := c.config
+	if c.include {
+		var pats []string
+		for i := range modelScaleToZero {
+			pats = append(pats, fmt.Sprintf("%q", modelService(i)+".shop"))
+		}
+		conf = strings.TrimSuffix(conf, "}") + `,"include":[` + strings.Join(pats, ",") + "]}"
+	}
+	cfg, err := config.Parse([]byte(conf))
+	if err != nil {
+		return nil, err
+	}
+	r := &modelRow{modelCase: c, flushInterval: cfg.FlushInterval, wakeAfter: cfg.WakeAfter, keys: modelKeys}
+	if c.include {
+		r.keys = modelScaleToZero
+	}
+	if c.sporadic {
+		r.keys = 1
+	}
+
+	col := collector.New(collector.Options{})
+	var now atomic.Int64 // simulated ns
+	var inRequest atomic.Bool
+	var mu sync.Mutex
+	var got []delivery
+	h, err := wasmhost.New(ctx, mod, wasmhost.Config{
+		PluginConfig: []byte(conf),
+		Clusters:     map[string]string{cluster: ""},
+		ManualTicks:  true,
+		LogLevel:     wasmhost.LevelInfo,
+		// The collector's handler, called in-process: the operator's contract
+		// without a network, so simulated time is all that passes.
+		Dispatch: func(call wasmhost.Callout, reply func(wasmhost.Response)) {
+			req := httptest.NewRequest(call.Header(":method"), call.Header(":path"), bytes.NewReader(call.Body))
+			rec := httptest.NewRecorder()
+			col.ServeHTTP(rec, req)
+			if rec.Code == 200 {
+				ms, _ := messages.Decode(call.Body)
+				mu.Lock()
+				for _, m := range ms {
+					got = append(got, delivery{at: time.Duration(now.Load()), wakeup: inRequest.Load(), svc: m.Svc})
+				}
+				mu.Unlock()
+			}
+			reply(wasmhost.Response{Status: rec.Code, Body: rec.Body.Bytes()})
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close(ctx)
+	w := h.Worker(0)
+	p := w.TickPeriod()
+	r.tickPeriod = p
+	n := ticksPerInterval(cfg.FlushInterval, p)
+
+	request := func(at time.Duration, svc string) error {
+		hs := append([][2]string(nil), benchRequest.Headers...)
+		hs[0][1] = svc + ".shop.svc.cluster.local:8080"
+		now.Store(int64(at))
+		inRequest.Store(true)
+		_, err := w.Request(ctx, wasmhost.Request{Headers: hs})
+		inRequest.Store(false)
+		return err
+	}
+	tick := func(k int) error { // the tick that ends window k
+		now.Store(int64(k+1) * int64(p))
+		if err := w.Tick(ctx); err != nil {
+			return err
+		}
+		w.MemorySize() // answers delivered
+		return nil
+	}
+
+	if c.sporadic {
+		times := sporadicTimes(cfg.FlushInterval)
+		end := times[len(times)-1] + cfg.FlushInterval + 2*p
+		next := 0
+		for k := 0; time.Duration(k)*p < end; k++ {
+			for next < len(times) && times[next] < time.Duration(k+1)*p {
+				if err := request(times[next], "lone"); err != nil {
+					return nil, err
+				}
+				next++
+			}
+			if err := tick(k); err != nil {
+				return nil, err
+			}
+		}
+		r.requests, r.span = len(times), end
+		// Each request's count goes out in the first message at or after it.
+		j := 0
+		for _, d := range got {
+			r.messages++
+			if d.wakeup {
+				r.wakeups++
+			}
+			for j < len(times) && times[j] <= d.at {
+				r.delays = append(r.delays, d.at-times[j])
+				j++
+			}
+		}
+		return r, w.Crashed()
+	}
+
+	warm, counted := n, modelIntervals*n
+	for k := 0; k < warm+counted; k++ {
+		for i := range modelKeys {
+			m := requestsInWindow(k, p, modelRPS)
+			for j := range m {
+				at := time.Duration(k)*p + time.Duration(j)*p/time.Duration(m)
+				if err := request(at, modelService(i)); err != nil {
+					return nil, err
+				}
+			}
+		}
+		if err := tick(k); err != nil {
+			return nil, err
+		}
+	}
+	start := time.Duration(warm) * p
+	r.span = time.Duration(counted) * p
+	for _, d := range got {
+		// The warm-up interval holds the requests before start and the ticks
+		// up to the one at start, which ends it.
+		if d.at < start || (d.at == start && !d.wakeup) {
+			if d.wakeup {
+				r.startWakeups++
+			}
+			continue
+		}
+		r.messages++
+		if d.wakeup {
+			r.wakeups++
+		}
+	}
+	return r, w.Crashed()
+}
