@@ -99,7 +99,7 @@ func (p *pluginContext) countAuthority(authority string) {
 	// Consecutive requests often carry the same authority: a string compare is
 	// cheaper than the memo's hash. The authority aliases host-copied bytes that
 	// the next callback overwrites (filter/_sdkabi), so it is remembered as a copy.
-	if p.lastAuthority.is(authority) && p.countRef(p.lastRef) {
+	if p.lastAuthority.is(authority) && (p.bump(p.table.Get(p.lastRef)) || p.countRef(p.lastRef)) {
 		return
 	}
 	var ref table.Ref
@@ -107,7 +107,7 @@ func (p *pluginContext) countAuthority(authority string) {
 	if p.memo != nil {
 		ref, ok = p.memo.Get(authority)
 	}
-	if !ok || !p.countRef(ref) {
+	if !ok || !(p.bump(p.table.Get(ref)) || p.countRef(ref)) {
 		k, reason := p.parser.AppendAuthority(p.keyBuf[:0], authority)
 		if ref, ok = p.count(k, reason); !ok {
 			return
@@ -194,7 +194,22 @@ func (p *pluginContext) countRef(ref table.Ref) bool {
 	if e == nil {
 		return false
 	}
-	p.countEntry(ref, e)
+	if !p.bump(e) {
+		p.countEntry(ref, e)
+	}
+	return true
+}
+
+// bump counts one request into e if e was counted since the last tick already
+// (so it is not excluded and does not wake): the common case, small enough to be
+// inlined into the hot path. It returns false, counting nothing, otherwise.
+func (p *pluginContext) bump(e *table.Entry) bool {
+	if e == nil || e.Last != p.now || e.Excluded {
+		return false
+	}
+	e.Pending++
+	e.Unmetered++
+	p.tallies.counted++
 	return true
 }
 
