@@ -42,7 +42,7 @@ type series struct {
 }
 
 func newSeries(max int) series {
-	return series{ids: make(map[string]proxywasm.MetricCounter, min(max, 1024)), max: max}
+	return series{ids: make(map[string]proxywasm.MetricCounter, min(max, 64)), max: max}
 }
 
 // meter brings key e's series up to date with the requests counted since the last

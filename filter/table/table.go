@@ -61,7 +61,7 @@ func New(max int) *Table {
 
 // sizeHint is the initial map size for a bound of max: enough for a typical
 // worker without committing memory for the whole bound up front.
-func sizeHint(max int) int { return min(max, 1024) }
+func sizeHint(max int) int { return min(max, 64) }
 
 // Add counts n requests for k, which must not be empty (package key never writes
 // an empty key). It returns false, counting nothing, when k is not in the table
