@@ -9,16 +9,30 @@ import (
 	"github.com/reqcount/reqcount/filter/table"
 )
 
-// OnTick is the flush path: push the metrics, then send the counts.
+// OnTick is the flush path: push the metrics, then send the counts (with
+// aggregate: envoy, first move them into shared data, and send the Envoy's as the
+// lease holder).
 func (p *pluginContext) OnTick() {
-	if !p.started || p.draining {
+	if !p.started {
+		return
+	}
+	if p.draining {
+		if p.agg != nil && !p.finished {
+			p.agg.drainTick()
+			p.flusher.Tick()
+			p.now = p.flusher.Now() + 1
+			p.finishIfDone()
+		}
 		return
 	}
 	p.logFailedCalls()
-	before := p.flusher.Stats()
+	before := p.flushStats()
+	if p.agg != nil {
+		p.agg.tick()
+	}
 	p.flusher.Tick()
 	p.now = p.flusher.Now() + 1
-	after := p.flusher.Stats()
+	after := p.flushStats()
 	if n := after.DispatchErrors - before.DispatchErrors; n > 0 {
 		proxywasm.LogWarnf("reqcount: could not start a call to cluster %q: %v (counts kept for the next tick)",
 			p.cfg.Cluster, after.LastDispatchError)
@@ -27,7 +41,38 @@ func (p *pluginContext) OnTick() {
 		proxywasm.LogWarnf("reqcount: %d calls to cluster %q had no answer after %d ticks; their counts go out again",
 			n, p.cfg.Cluster, abandonAfter(p.cfg))
 	}
+	if p.agg != nil && p.agg.lastErr != nil {
+		proxywasm.LogWarnf("reqcount: shared data: %v (retried on the next tick)", p.agg.lastErr)
+		p.agg.lastErr = nil
+	}
 	p.pushMetrics()
+}
+
+// flushStats returns the flush totals of this worker: its own flusher's, plus,
+// with aggregate: envoy, those of the reports it sent as the lease holder.
+func (p *pluginContext) flushStats() flush.Stats {
+	s := p.flusher.Stats()
+	if p.agg == nil {
+		return s
+	}
+	m := p.agg.mflush.Stats()
+	s.CallsSent += m.CallsSent
+	s.CallsDelivered += m.CallsDelivered
+	s.CallsRejected += m.CallsRejected
+	s.CallsReset += m.CallsReset
+	s.CallsAbandoned += m.CallsAbandoned
+	s.DispatchErrors += m.DispatchErrors
+	s.LateAnswers += m.LateAnswers
+	s.CountsSent += m.CountsSent
+	s.CountsDelivered += m.CountsDelivered
+	s.CountsRequeued += m.CountsRequeued
+	if m.LastStatus != 0 {
+		s.LastStatus = m.LastStatus
+	}
+	if m.LastDispatchError != nil {
+		s.LastDispatchError = m.LastDispatchError
+	}
+	return s
 }
 
 // wake sends a key's counts at once, from the request callback that found the
@@ -40,6 +85,9 @@ func (p *pluginContext) OnTick() {
 func (p *pluginContext) wake(ref table.Ref) {
 	if p.draining {
 		return
+	}
+	if p.agg != nil && !p.agg.claimWake(p.table.Get(ref).Key) {
+		return // another worker of this Envoy woke the key: the counts go with the reports
 	}
 	if err := proxywasm.SetEffectiveContext(p.rootID); err != nil {
 		p.tallies.wakeFailures++
@@ -63,28 +111,48 @@ func (p *pluginContext) dispatch(body []byte, id uint64) error {
 // reset or failed call with zero headers, and a timeout or connect failure as a
 // 504 or 503 of its own.
 func (p *pluginContext) onResponse(id uint64, numHeaders int) {
-	outcome, status := flush.Reset, 0
-	if numHeaders > 0 {
-		outcome = flush.Rejected
-		if hs, err := proxywasm.GetHttpCallResponseHeaders(); err == nil {
-			status = statusOf(hs)
-			if status >= 200 && status < 300 {
-				outcome = flush.Delivered
-			}
-		}
-	}
+	outcome, status := responseOutcome(numHeaders)
 	p.flusher.Done(id, outcome, status)
-	if p.draining && p.flusher.InFlight() == 0 {
-		p.reportShutdown()
-		proxywasm.PluginDone()
+	p.finishIfDone()
+}
+
+// responseOutcome reads the answer of the call being answered.
+func responseOutcome(numHeaders int) (flush.Outcome, int) {
+	if numHeaders == 0 {
+		return flush.Reset, 0
 	}
+	hs, err := proxywasm.GetHttpCallResponseHeaders()
+	if err != nil {
+		return flush.Rejected, 0
+	}
+	status := statusOf(hs)
+	if status >= 200 && status < 300 {
+		return flush.Delivered, status
+	}
+	return flush.Rejected, status
+}
+
+// finishIfDone ends a shutdown that OnPluginDone deferred, once nothing is left
+// to wait for.
+func (p *pluginContext) finishIfDone() {
+	if !p.draining || p.finished || !p.canFinish() {
+		return
+	}
+	p.finished = true
+	p.reportShutdown()
+	proxywasm.PluginDone()
+}
+
+// canFinish reports whether a draining worker has nothing left to wait for.
+func (p *pluginContext) canFinish() bool {
+	return p.flusher.InFlight() == 0 && (p.agg == nil || p.agg.done())
 }
 
 // logFailedCalls logs, once per tick, the calls that failed since the last one:
 // a collector outage with thousands of keys is one warning per flush interval,
 // not one per call.
 func (p *pluginContext) logFailedCalls() {
-	s := p.flusher.Stats()
+	s := p.flushStats()
 	rejected, reset := s.CallsRejected-p.logged.CallsRejected, s.CallsReset-p.logged.CallsReset
 	if rejected > 0 {
 		proxywasm.LogWarnf("reqcount: cluster %q refused %d calls (last :status %d); their counts go out again",
@@ -120,9 +188,14 @@ func (p *pluginContext) OnPluginDone() bool {
 	p.draining = true
 	p.flusher.MeterAll()
 	p.pushMetrics()
-	if p.flusher.Drain() > 0 {
+	p.flusher.Drain()
+	if p.agg != nil {
+		p.agg.drain()
+	}
+	if !p.canFinish() {
 		return false
 	}
+	p.finished = true
 	p.reportShutdown()
 	return true
 }
@@ -131,7 +204,11 @@ func (p *pluginContext) OnPluginDone() bool {
 func (p *pluginContext) reportShutdown() {
 	p.logFailedCalls()
 	p.pushMetrics()
-	if lost := p.flusher.Pending(); lost > 0 {
+	lost := p.flusher.Pending()
+	if p.agg != nil {
+		lost += p.agg.undelivered()
+	}
+	if lost > 0 {
 		proxywasm.LogWarnf("reqcount: shutting down with %d counted requests not delivered to cluster %q", lost, p.cfg.Cluster)
 	}
 }

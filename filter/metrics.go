@@ -31,6 +31,7 @@ var counterSpecs = []struct {
 	{"reqcount.series_overflow", func(t *tallies, _ *flush.Stats) uint64 { return t.seriesOverflow }},
 	{"reqcount.series_failed", func(t *tallies, _ *flush.Stats) uint64 { return t.seriesFailed }},
 	{"reqcount.flush.wakeups_sent", func(_ *tallies, s *flush.Stats) uint64 { return s.Wakeups }},
+	{"reqcount.aggregate.shared_data_errors", func(t *tallies, _ *flush.Stats) uint64 { return t.sharedErrors }},
 	{"reqcount.flush.wakeups_failed", func(t *tallies, _ *flush.Stats) uint64 { return t.wakeFailures }},
 	{"reqcount.flush.calls_sent", func(_ *tallies, s *flush.Stats) uint64 { return s.CallsSent }},
 	{"reqcount.flush.calls_delivered", func(_ *tallies, s *flush.Stats) uint64 { return s.CallsDelivered }},
@@ -95,7 +96,7 @@ func (p *pluginContext) pushMetrics() {
 			proxywasm.LogWarnf("reqcount: cannot update metrics: %v", r)
 		}
 	}()
-	m, s := &p.metrics, p.flusher.Stats()
+	m, s := &p.metrics, p.flushStats()
 	for i, c := range counterSpecs {
 		m.counters[i].push(c.total(&p.tallies, &s))
 	}

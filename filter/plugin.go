@@ -68,6 +68,10 @@ type pluginContext struct {
 	metrics  metrics
 	callHdrs [][2]string
 	draining bool
+	// finished is set once the shutdown is over (or proxy_done was called).
+	finished bool
+	// agg is the aggregate: envoy side, nil with aggregate: worker.
+	agg *aggregator
 	// logged is the flusher's stats at the last failure log (logFailedCalls).
 	logged flush.Stats
 }
@@ -94,10 +98,13 @@ func (p *pluginContext) OnPluginStart(int) types.OnPluginStartStatus {
 		return types.OnPluginStartStatusFailed
 	}
 	p.start(cfg)
+	if p.agg != nil {
+		proxywasm.LogInfof("reqcount: aggregate envoy: worker %s", p.agg.worker.ID)
+	}
 	proxywasm.LogInfof("reqcount: started: cluster %q, path %q, mode %s, key_source %s, flush_interval %v (%d ticks of %v), "+
-		"wake_after %v, timeout %v, max_keys %d, include %d patterns, exclude %d, ignore_paths %d, ignore_user_agents %d",
+		"wake_after %v, aggregate %s, timeout %v, max_keys %d, include %d patterns, exclude %d, ignore_paths %d, ignore_user_agents %d",
 		cfg.Cluster, cfg.Path, cfg.Mode, cfg.KeySource, cfg.FlushInterval, cfg.Slices(), cfg.TickPeriod(),
-		cfg.WakeAfter, cfg.Timeout, cfg.MaxKeys, len(cfg.Include), len(cfg.Exclude), len(cfg.IgnorePaths), len(cfg.IgnoreUserAgents))
+		cfg.WakeAfter, cfg.Aggregate, cfg.Timeout, cfg.MaxKeys, len(cfg.Include), len(cfg.Exclude), len(cfg.IgnorePaths), len(cfg.IgnoreUserAgents))
 	return types.OnPluginStartStatusOK
 }
 
@@ -129,7 +136,11 @@ func (p *pluginContext) start(cfg config.Config) {
 		Phase:        randomPhase(cfg.Slices()),
 		IdleTicks:    p.wakeTicks,
 		Meter:        p.meter,
+		WakeOnly:     cfg.Aggregate == config.AggregateEnvoy,
 	}, p.dispatch)
+	if cfg.Aggregate == config.AggregateEnvoy {
+		p.agg = newAggregator(p, cfg)
+	}
 	p.series = newSeries(cfg.MaxKeys)
 	p.now = p.flusher.Now() + 1
 	p.started = true

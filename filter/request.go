@@ -31,6 +31,9 @@ type tallies struct {
 	// seriesOverflow and seriesFailed count requests not added to a per-service
 	// series: beyond max_keys series, or refused by the host.
 	seriesOverflow, seriesFailed uint64
+	// sharedErrors counts shared-data operations that failed (aggregate: envoy;
+	// each is retried on the next tick).
+	sharedErrors uint64
 	// wakeFailures counts wake-ups that could not be dispatched (their counts
 	// wait for the key's next report).
 	wakeFailures uint64

@@ -615,3 +615,14 @@ func (w *Worker) stopNow() {
 		<-w.stopped
 	}
 }
+
+// Stop shuts this worker down alone, as Envoy does when it removes one VM:
+// proxy_on_done, then, if that returned false, callouts and ticks go on until
+// the module calls proxy_done (or ctx ends), then proxy_on_delete. Shared data
+// stays, as it does in Envoy while other VMs of the vm_id live. Later calls on
+// the worker return ErrClosed.
+func (w *Worker) Stop(ctx context.Context) error { return w.shutdown(ctx) }
+
+// Kill ends this worker's VM at once, with no proxy_on_done: a VM that died.
+// Answers to its calls in flight are dropped; shared data stays.
+func (w *Worker) Kill() { w.stopNow() }

@@ -194,6 +194,58 @@ func deliveryScenarios() []Scenario {
 			h.Tick()
 			expectCounter(t, h, MetricSeriesOverflow, 2)
 		}},
+		{Name: "aggregate/envoy: one worker reports through shared data", Run: func(t testing.TB, h Host) {
+			start(t, h, cfg(`"aggregate":"envoy"`))
+			for i := 0; i < 3; i++ {
+				h.Request(Authority("web.shop"))
+			}
+			h.Request(Authority("api.shop"))
+			h.Tick() // published, collected and sent by the lease holder in one tick
+			expectSent(t, h, msg(3, "web", "shop"), msg(1, "api", "shop"))
+			h.Request(Authority("web.shop"))
+			h.Tick() // web.shop and api.shop are in flight: nothing sent twice
+			expectSent(t, h, msg(3, "web", "shop"), msg(1, "api", "shop"))
+			answerAll(h, 200)
+			h.Tick()
+			expectSent(t, h, msg(1, "web", "shop"))
+			answerAll(h, 503)
+			h.Tick()
+			expectSent(t, h, msg(1, "web", "shop"))
+			answerAll(h, 200)
+			h.Tick()
+			expectSent(t, h)
+			expectCounter(t, h, MetricDelivered, 5)
+			expectCounter(t, h, MetricCountsRequeued, 1)
+		}},
+		{Name: "aggregate/envoy: shutdown reports what was counted and waits", Run: func(t testing.TB, h Host) {
+			start(t, h, cfg(`"aggregate":"envoy"`))
+			h.Request(Authority("web.shop"))
+			h.Tick()
+			h.Request(Authority("web.shop")) // held: web.shop is in flight
+			if h.Shutdown() {
+				t.Fatal("finished at once with counts to send")
+			}
+			expectSent(t, h, msg(1, "web", "shop"))
+			answerAll(h, 200)
+			expectSent(t, h, msg(1, "web", "shop")) // the held count, sent once the first was delivered
+			if h.PluginDone() {
+				t.Fatal("finished with a call in flight")
+			}
+			answerAll(h, 200)
+			if !h.PluginDone() {
+				t.Fatal("did not finish after its last answer")
+			}
+		}},
+		{Name: "aggregate/envoy: wake-up claimed in shared data", Run: func(t testing.TB, h Host) {
+			start(t, h, cfg(`"aggregate":"envoy","flush_interval":"1s","wake_after":"1s"`))
+			h.Request(Authority("web.shop"))
+			expectSent(t, h, msg(1, "web", "shop"))
+			answerAll(h, 200)
+			h.Request(Authority("web.shop"))
+			tickN(h, 10)
+			expectSent(t, h, msg(1, "web", "shop"))
+			expectCounter(t, h, MetricWakeups, 1)
+		}},
 		{Name: "filter/include and exclude, decided per key", Run: func(t testing.TB, h Host) {
 			start(t, h, cfg(`"include":["*.shop","api.*"],"exclude":["db.shop"]`))
 			for _, a := range []string{"web.shop", "db.shop", "web.blog", "api.blog", "db.shop", "web.blog:80", "web.shop"} {

@@ -93,8 +93,9 @@ const base = `"cluster":"collector"`
 
 // cfg builds a configuration from base plus extra JSON fields. Unless extra sets
 // them, it pins flush_interval to 100ms (one tick per interval: every key is sent
-// on every tick) and turns wake-ups off, so that the scenarios about keys and
-// flushing see one tick as one flush; the delivery scenarios set both.
+// on every tick), turns wake-ups off and has each worker report alone, so that
+// the scenarios about keys and flushing see one tick as one flush; the delivery
+// scenarios set what they test.
 func cfg(extra string) string {
 	fields := base
 	if !strings.Contains(extra, `"flush_interval"`) {
@@ -102,6 +103,9 @@ func cfg(extra string) string {
 	}
 	if !strings.Contains(extra, `"wake_after"`) {
 		fields += `,"wake_after":"0s"`
+	}
+	if !strings.Contains(extra, `"aggregate"`) {
+		fields += `,"aggregate":"worker"`
 	}
 	if extra != "" {
 		fields += "," + extra

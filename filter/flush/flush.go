@@ -57,6 +57,15 @@ type Options struct {
 	// be dropped, and by MeterAll: where the plugin brings a key's per-service
 	// metric up to date, once per flush interval per key.
 	Meter func(*table.Entry)
+	// WakeOnly sends nothing but wake-ups: Tick, Flush and Drain leave the counts
+	// where they are (aggregate: envoy, where the workers' counts go through
+	// shared data and one worker reports them).
+	WakeOnly bool
+	// Sent, if set, is called for every entry a call carries, right after the call
+	// was dispatched and before its Pending moves into flight; Settled when the
+	// call ends, before InFlight is cleared or put back.
+	Sent    func(id uint64, e *table.Entry)
+	Settled func(id uint64, e *table.Entry, delivered bool)
 	// AbandonAfter is how many ticks a call may go unanswered before its counts are
 	// put back and its late answer ignored. Envoy always answers a call (at the
 	// latest with a timeout), so this only guards against a host that never does.
@@ -157,7 +166,7 @@ func (f *Flusher) Tick() {
 			f.stats.KeysEvicted++
 		}
 	}
-	if !f.draining {
+	if !f.draining && !f.opts.WakeOnly {
 		f.send(first, f.opts.Slices)
 	}
 }
@@ -165,7 +174,16 @@ func (f *Flusher) Tick() {
 // Flush sends every count that is not in flight, whatever its slice. After Drain
 // it sends nothing.
 func (f *Flusher) Flush() {
-	if !f.draining {
+	if !f.draining && !f.opts.WakeOnly {
+		f.send(0, 1)
+	}
+}
+
+// SendAll sends every count that is not in flight, whatever its slice, also
+// after Drain (a draining lease holder sends what it collects). Never with
+// WakeOnly.
+func (f *Flusher) SendAll() {
+	if !f.opts.WakeOnly {
 		f.send(0, 1)
 	}
 }
@@ -235,7 +253,7 @@ func (f *Flusher) sendOne(s table.Slot, e *table.Entry) bool {
 		return false
 	}
 	f.calls[id] = call{slot: s, tick: f.tick}
-	f.sent(e)
+	f.sent(id, e)
 	return true
 }
 
@@ -248,7 +266,7 @@ func (f *Flusher) sendBatch() bool {
 	slots := append([]table.Slot(nil), f.batchSlots...)
 	f.calls[id] = call{slots: slots, tick: f.tick}
 	for _, s := range slots {
-		f.sent(f.t.At(s))
+		f.sent(id, f.t.At(s))
 	}
 	return true
 }
@@ -269,7 +287,10 @@ func (f *Flusher) call(body []byte) (uint64, bool) {
 }
 
 // sent moves an entry's counts into flight.
-func (f *Flusher) sent(e *table.Entry) {
+func (f *Flusher) sent(id uint64, e *table.Entry) {
+	if f.opts.Sent != nil {
+		f.opts.Sent(id, e)
+	}
 	f.stats.CountsSent += e.Pending
 	e.InFlight, e.Pending = e.Pending, 0
 }
@@ -295,7 +316,9 @@ func (f *Flusher) Done(id uint64, o Outcome, status int) {
 	if f.draining && o == Delivered {
 		// Shutting down: counts held back only because their key was in flight go
 		// out now. A failed call is not retried, so the shutdown still ends.
-		f.send(0, 1)
+		if !f.opts.WakeOnly {
+			f.send(0, 1)
+		}
 	}
 }
 
@@ -303,6 +326,9 @@ func (f *Flusher) Done(id uint64, o Outcome, status int) {
 func (f *Flusher) settle(id uint64, c call, delivered bool) {
 	delete(f.calls, id)
 	apply := func(e *table.Entry) {
+		if f.opts.Settled != nil {
+			f.opts.Settled(id, e, delivered)
+		}
 		if delivered {
 			f.stats.CountsDelivered += e.InFlight
 		} else {

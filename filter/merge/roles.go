@@ -7,7 +7,7 @@ import (
 
 // casRetries bounds the compare-and-swap loops: another worker winning that many
 // times in a row means the next tick tries again.
-const casRetries = 4
+const casRetries = 8
 
 // Worker is one worker's side of the merge: its outbox, its place in the list of
 // workers, the lease and wake-up claims. Not safe for concurrent use (one per VM).
@@ -398,7 +398,8 @@ func (l *Leader) unlist(ids []string) error {
 		return err
 	}
 	for _, id := range ids {
-		if err := l.s.Set(AckKey(id), nil, 0); err != nil {
+		err := update(l.s, AckKey(id), nil, func([]byte) ([]byte, bool, error) { return nil, true, nil })
+		if err != nil {
 			return err
 		}
 	}
