@@ -177,7 +177,8 @@ func (a *aggregator) dispatch(body []byte, id uint64) error {
 		uint32(p.cfg.Timeout.Milliseconds()), func(numHeaders, _, _ int) {
 			outcome, status := responseOutcome(numHeaders)
 			a.mflush.Done(id, outcome, status)
-			a.fail(a.leader.WriteAcks())
+			// The acks are written once per tick (Collect), not per answer: one
+			// rewrite of each outbox's acks however many calls were answered.
 			p.finishIfDone()
 		})
 	return err
@@ -222,6 +223,7 @@ func (a *aggregator) done() bool {
 	if a.mflush.InFlight() > 0 {
 		return false
 	}
+	a.fail(a.leader.WriteAcks())
 	left, err := a.worker.Undelivered()
 	a.fail(err)
 	if (err == nil && left == 0) || a.p.flusher.Now() >= a.doneBy {

@@ -96,6 +96,28 @@ var (
 
 func init() { arenaBlocks[blockHome] = make([]byte, arenaSize) }
 
+// missed is the largest copy malloc could not serve since the last host call
+// that copies data in, or 0.
+var missed int
+
+// growForMissed is called after a host call that copies data in failed: if the
+// failure was malloc finding no room (it never allocates), it gives the arena a
+// block large enough, here, outside malloc, where the Go allocator may run, and
+// reports that the call should be made once more. Shared-data values, buffers
+// and header maps have no size announced in advance (a lease holder's view of a
+// large outbox, say), so this is how a copy larger than the home block succeeds.
+// The block replaced, if any, stays alive while anything points into it.
+func growForMissed() bool {
+	n := missed
+	missed = 0
+	if n == 0 || !inCallback {
+		return false
+	}
+	arenaBlocks[blockReserved] = make([]byte, n+arenaSlack)
+	arenaBlock, arenaOffs[blockReserved] = blockReserved, 0
+	return true
+}
+
 // startCallback rewinds the arena for a callback that runs plugin code (all but
 // proxy_on_memory_allocate, proxy_on_delete and the ABI version marker), and
 // reports whether it did: the caller passes that to endCallback.
@@ -144,6 +166,7 @@ func exportOnMemoryAllocate(size uint32) *byte {
 		// its own offset); a full home block fails the copy, and the SDK call
 		// that asked for it returns an error.
 		if b = blockHome; n > len(arenaBlocks[b])-arenaOffs[b] {
+			missed = max(missed, n) // see growForMissed
 			return nil
 		}
 		arenaBlock = b

@@ -85,7 +85,11 @@ func hostGetSharedData(keyData *byte, keySize uint32, returnValueData *uint32, r
 
 // ProxyGetSharedData reads a shared-data value and its CAS token.
 func ProxyGetSharedData(keyData *byte, keySize int, returnValueData **byte, returnValueSize *int, returnCas *uint32) Status {
+	missed = 0
 	st := hostGetSharedData(keyData, uint32(keySize), &out.data, &out.size, &out.cas)
+	if st != 0 && growForMissed() { // a copy larger than the arena
+		st = hostGetSharedData(keyData, uint32(keySize), &out.data, &out.size, &out.cas)
+	}
 	*returnValueData, *returnValueSize = result(st)
 	*returnCas = out.cas
 	return Status(st)
@@ -124,7 +128,11 @@ func hostDequeueSharedQueue(queueID uint32, returnValueData *uint32, returnValue
 
 // ProxyDequeueSharedQueue takes the item at the front of a shared queue.
 func ProxyDequeueSharedQueue(queueID uint32, returnValueData **byte, returnValueSize *int) Status {
+	missed = 0
 	st := hostDequeueSharedQueue(queueID, &out.data, &out.size)
+	if st != 0 && growForMissed() { // a copy larger than the arena
+		st = hostDequeueSharedQueue(queueID, &out.data, &out.size)
+	}
 	*returnValueData, *returnValueSize = result(st)
 	return Status(st)
 }
@@ -182,7 +190,11 @@ func hostGetHeaderMapPairs(mapType uint32, returnValueData *uint32, returnValueS
 
 // ProxyGetHeaderMapPairs reads a whole header (or trailer) map, serialized.
 func ProxyGetHeaderMapPairs(mapType MapType, returnValueData **byte, returnValueSize *int) Status {
+	missed = 0
 	st := hostGetHeaderMapPairs(uint32(mapType), &out.data, &out.size)
+	if st != 0 && growForMissed() { // a copy larger than the arena
+		st = hostGetHeaderMapPairs(uint32(mapType), &out.data, &out.size)
+	}
 	*returnValueData, *returnValueSize = result(st)
 	return Status(st)
 }
@@ -202,7 +214,11 @@ func hostGetBufferBytes(bufferType uint32, start uint32, maxSize uint32, returnB
 
 // ProxyGetBufferBytes reads up to maxSize bytes from start of a buffer.
 func ProxyGetBufferBytes(bufferType BufferType, start int, maxSize int, returnBufferData **byte, returnBufferSize *int) Status {
+	missed = 0
 	st := hostGetBufferBytes(uint32(bufferType), uint32(start), uint32(maxSize), &out.data, &out.size)
+	if st != 0 && growForMissed() { // a copy larger than the arena
+		st = hostGetBufferBytes(uint32(bufferType), uint32(start), uint32(maxSize), &out.data, &out.size)
+	}
 	*returnBufferData, *returnBufferSize = result(st)
 	return Status(st)
 }
@@ -333,7 +349,11 @@ func hostGetProperty(pathData *byte, pathSize uint32, returnValueData *uint32, r
 
 // ProxyGetProperty reads a host property by its serialized path.
 func ProxyGetProperty(pathData *byte, pathSize int, returnValueData **byte, returnValueSize *int) Status {
+	missed = 0
 	st := hostGetProperty(pathData, uint32(pathSize), &out.data, &out.size)
+	if st != 0 && growForMissed() { // a copy larger than the arena
+		st = hostGetProperty(pathData, uint32(pathSize), &out.data, &out.size)
+	}
 	*returnValueData, *returnValueSize = result(st)
 	return Status(st)
 }

@@ -90,7 +90,7 @@ const (
 	// at once (a wake-up) instead of at its next regular report.
 	DefaultWakeAfter = 30 * time.Second
 	// DefaultAggregate is how counts are aggregated when aggregate is not set.
-	DefaultAggregate        = AggregateWorker
+	DefaultAggregate        = AggregateEnvoy
 	DefaultTimeout          = 2 * time.Second
 	DefaultServiceHeader    = "x-service"
 	DefaultNamespaceHeader  = "x-namespace"
