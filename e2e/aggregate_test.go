@@ -63,7 +63,9 @@ func TestAggregateEnvoy(t *testing.T) {
 	plans, w = spread(workers, total/4/workers, targets)
 	send(t, ctx, h, plans)
 	add(w)
-	time.Sleep(3 * interval / 5) // a few ticks: every worker has published what it counted
+	// A whole interval and then some: every worker has published every outbox
+	// shard (one per tick), so what it counted is merged.
+	time.Sleep(2 * interval)
 	if err := h.Worker(holder).Stop(ctx); err != nil {
 		t.Fatalf("stop worker %d (the lease holder): %v", holder, err)
 	}

@@ -394,7 +394,7 @@ func TestFaults(t *testing.T) {
 }
 
 // TestTotalsExactSliced is TestTotalsExact with a flush interval split into 5
-// ticks (each tick sends a fifth of the keys) and wake-ups of 1s, so that keys
+// ticks (each tick sends a fifth of the keys) and wake-ups of 300ms, so that keys
 // also wake again after the pauses between rounds: totals stay exact.
 func TestTotalsExactSliced(t *testing.T) {
 	const workers, perRound, rounds = 4, 5000, 3
@@ -415,8 +415,11 @@ func TestTotalsExactSliced(t *testing.T) {
 		time.Sleep(800 * time.Millisecond) // silence longer than wake_after
 	}
 	shutDown(t, ctx, h, coll, want)
-	if got := h.Counter(filtertest.MetricWakeups); got < workers*12 {
-		t.Errorf("counter %s = %d, want at least one wake-up per worker and key (%d)", filtertest.MetricWakeups, got, workers*12)
+	// aggregate: envoy (the default): each key wakes once per round, whichever
+	// worker sees it first claims it; a claim that loses a compare-and-swap race
+	// too often is skipped.
+	if got := h.Counter(filtertest.MetricWakeups); got < rounds*12*8/10 || got > rounds*12 {
+		t.Errorf("counter %s = %d, want about one wake-up per key and round (%d)", filtertest.MetricWakeups, got, rounds*12)
 	}
 }
 

@@ -294,12 +294,14 @@ func (c *logCapture) messages(level string) []string {
 // is held back (nothing is sent twice), and must still go out when the plugin
 // shuts down: after that call's answer, before the plugin reports it is done.
 // Otherwise the last requests of every busy key are lost at each shutdown (the
-// filter logs "shutting down with N counted requests not delivered").
+// filter logs "shutting down with N counted requests not delivered"). The
+// worker's own flusher is tested (aggregate: worker); aggregate: envoy has its
+// scenario in filtertest.
 func TestShutdownSendsHeldCounts(t *testing.T) {
 	for _, mode := range []string{"single", "batch"} {
 		t.Run(mode, func(t *testing.T) {
 			d := &wasmDriver{t: t}
-			if err := d.Start(`{"cluster":"collector","mode":"` + mode + `"}`); err != nil {
+			if err := d.Start(`{"cluster":"collector","aggregate":"worker","mode":"` + mode + `"}`); err != nil {
 				t.Fatal(err)
 			}
 			d.Request(filtertest.Authority("web.shop"))

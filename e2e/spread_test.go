@@ -12,7 +12,8 @@ import (
 // flush interval (10s in 50 ticks): each worker reports its key once, at the tick
 // of the key's slice shifted by the worker's random phase. The workers must not
 // all report at the same tick. (All eight picking one of 50 phases alike has a
-// chance of 50^-7.)
+// chance of 50^-7.) Each worker reports alone here (aggregate: worker); with
+// aggregate: envoy the lease holder's reports are spread the same way.
 func TestReportPhaseSpread(t *testing.T) {
 	const workers, slices = 8, 50
 	var mu sync.Mutex
@@ -20,7 +21,7 @@ func TestReportPhaseSpread(t *testing.T) {
 	tick := 0
 	h := startHost(t, wasmhost.Config{
 		Workers:      workers,
-		PluginConfig: []byte(`{"cluster":"collector","flush_interval":"10s","wake_after":"0s"}`),
+		PluginConfig: []byte(`{"cluster":"collector","aggregate":"worker","flush_interval":"10s","wake_after":"0s"}`),
 		Clusters:     map[string]string{"collector": ""},
 		ManualTicks:  true,
 		Dispatch: func(c wasmhost.Callout, reply func(wasmhost.Response)) {

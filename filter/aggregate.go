@@ -31,6 +31,9 @@ type aggregator struct {
 	mflush  *flush.Flusher
 	avail   map[string][]merge.Part
 	leading bool
+	// slices is the number of outbox shards, one per tick of a flush interval;
+	// phase shifts which one this worker publishes (and, leading, collects) first.
+	slices, phase int
 
 	leaseMs, holdMs, deadMs, heartbeatMs int64
 	// doneBy is the tick count by which a draining worker gives up waiting for
@@ -62,14 +65,15 @@ func newAggregator(p *pluginContext, cfg config.Config) *aggregator {
 	}
 	a.deadMs = 4*a.heartbeatMs + a.leaseMs
 	id := newWorkerID()
-	a.worker = merge.NewWorker(sharedStore{}, id, cfg.MaxKeys, a.leaseMs)
+	a.slices, a.phase = cfg.Slices(), randomPhase(cfg.Slices())
+	a.worker = merge.NewWorker(sharedStore{}, id, a.slices, cfg.MaxKeys, a.leaseMs)
 	a.leader = merge.NewLeader(sharedStore{}, id)
 	a.merged = table.New(cfg.MaxKeys)
+	// One slice: the merged table holds only what this tick collected (one
+	// outbox shard of every worker), and all of it goes out now.
 	a.mflush = flush.New(a.merged, flush.Options{
 		Batch:        cfg.Mode == config.ModeBatch,
 		AbandonAfter: abandonAfter(cfg),
-		Slices:       cfg.Slices(),
-		Phase:        randomPhase(cfg.Slices()),
 		Sent:         a.sent,
 		Settled:      a.settled,
 	}, a.dispatch)
@@ -105,36 +109,53 @@ func (a *aggregator) fail(err error) {
 	}
 }
 
-// publish moves the worker's counted requests into its outbox and writes it.
-func (a *aggregator) publish(now int64) {
+// slice returns the outbox shard of this tick.
+func (a *aggregator) slice() int {
+	return (int(a.p.flusher.Now()%uint32(a.slices)) + a.phase) % a.slices
+}
+
+// publish moves what the worker counted for the keys of outbox shard i into its
+// outbox and writes the shard; all shards when i < 0.
+func (a *aggregator) publish(i int, now int64) {
 	a.p.table.Each(func(_ table.Slot, e *table.Entry) {
-		if e.Pending > 0 && a.worker.Add(e.Key, e.Pending) {
+		if e.Pending > 0 && (i < 0 || merge.ShardOf(e.Key, a.slices) == i) && a.worker.Add(e.Key, e.Pending) {
 			e.Pending = 0
 		}
 	})
-	a.fail(a.worker.Publish(now, a.heartbeatMs))
+	if i < 0 {
+		a.fail(a.worker.PublishAll(now, a.heartbeatMs))
+		return
+	}
+	a.fail(a.worker.Publish(i, now, a.heartbeatMs))
 }
 
-// tick is the aggregate part of OnTick: publish, then, as the lease holder,
-// collect every outbox into the merged table and run its flusher.
+// tick is the aggregate part of OnTick: publish this tick's outbox shard, then,
+// as the lease holder, collect that shard of every worker into the merged table
+// and send it.
 func (a *aggregator) tick() {
-	now := nowMs()
-	a.publish(now)
+	now, i := nowMs(), a.slice()
+	a.publish(i, now)
+	a.collect([]int{i}, now)
+	a.mflush.Tick()
+}
+
+// collect takes or renews the lease and, holding it, collects the given shards
+// of every worker into the merged table (emptied otherwise).
+func (a *aggregator) collect(slices []int, now int64) {
 	leading, err := a.worker.Lead(now)
 	a.fail(err)
 	a.leading = leading && err == nil
+	clear(a.avail)
 	if a.leading {
-		avail, err := a.leader.Collect(now, a.deadMs, a.holdMs)
-		a.fail(err)
-		if err != nil {
-			avail = nil
+		for _, i := range slices {
+			avail, err := a.leader.Collect(i, a.slices, now, a.deadMs, a.holdMs)
+			a.fail(err)
+			for k, parts := range avail {
+				a.avail[k] = append(a.avail[k], parts...)
+			}
 		}
-		a.avail = avail
-	} else {
-		clear(a.avail)
 	}
 	a.refill()
-	a.mflush.Tick()
 }
 
 // refill sets the merged table's Pending to what the last collect made available
@@ -177,6 +198,10 @@ func (a *aggregator) dispatch(body []byte, id uint64) error {
 		uint32(p.cfg.Timeout.Milliseconds()), func(numHeaders, _, _ int) {
 			outcome, status := responseOutcome(numHeaders)
 			a.mflush.Done(id, outcome, status)
+			if p.draining && outcome == flush.Delivered {
+				// Shutting down: what waited behind this call goes out now.
+				a.mflush.SendAll()
+			}
 			// The acks are written once per tick (Collect), not per answer: one
 			// rewrite of each outbox's acks however many calls were answered.
 			p.finishIfDone()
@@ -192,39 +217,45 @@ func (a *aggregator) claimWake(key string) bool {
 	return ok && err == nil
 }
 
-// drain starts the shutdown: what the worker counted goes into its outbox, and a
-// lease holder reports everything once more. It returns the calls in flight.
+// drain starts the shutdown: everything the worker counted goes into its
+// outbox, and a lease holder reports every shard once more. It returns the calls
+// in flight.
 func (a *aggregator) drain() int {
-	a.tick()
-	n := a.mflush.Drain()
+	a.drainTick()
 	a.doneBy = a.p.flusher.Now() + uint32(2*(a.holdMs+a.leaseMs)/max(a.p.cfg.TickPeriod().Milliseconds(), 1)) + 2
-	return n
+	return a.mflush.InFlight()
 }
 
-// drainTick is a tick while shutting down: publish, lead if possible, and send
-// what can be sent, until the worker's outbox is delivered.
+// drainTick is a tick while shutting down: publish everything, lead if
+// possible, and send what can be sent, until the worker's outbox is delivered.
 func (a *aggregator) drainTick() {
 	now := nowMs()
-	a.publish(now)
-	leading, err := a.worker.Lead(now)
-	a.fail(err)
-	if leading && err == nil {
-		avail, err := a.leader.Collect(now, a.deadMs, a.holdMs)
+	a.publish(-1, now)
+	all := make([]int, a.slices)
+	for i := range all {
+		all[i] = i
+	}
+	a.collect(all, now)
+	if !a.leading {
+		// Not the holder: send what no holder reserved of this worker's own
+		// outbox, so that the shutdown does not wait for another worker's ticks.
+		avail, err := a.leader.CollectOwn(a.slices, now, a.holdMs)
 		a.fail(err)
 		a.avail = avail
 		a.refill()
-		a.mflush.SendAll()
 	}
+	a.mflush.SendAll()
 }
 
-// done reports whether a draining worker may finish: nothing of its own is
-// undelivered and no call is in flight, or it waited long enough.
+// done reports whether a draining worker may finish: no call in flight, and
+// nothing of its own outbox undelivered but what a live lease holder reserved
+// (and will deliver); or it waited long enough.
 func (a *aggregator) done() bool {
 	if a.mflush.InFlight() > 0 {
 		return false
 	}
 	a.fail(a.leader.WriteAcks())
-	left, err := a.worker.Undelivered()
+	left, err := a.worker.Unsettled(nowMs())
 	a.fail(err)
 	if (err == nil && left == 0) || a.p.flusher.Now() >= a.doneBy {
 		a.fail(a.worker.Release())

@@ -76,7 +76,7 @@ func TestAccepted(t *testing.T) {
 					Path: "/count?x=1", Mode: config.ModeBatch, FlushInterval: 250 * time.Millisecond, Timeout: time.Minute,
 					KeySource: config.KeySourceHeader, ServiceHeader: "x-svc", NamespaceHeader: "x-ns",
 					DefaultNamespace: "apps", ClusterDomain: "corp.example", MaxKeys: 5, MemoSize: 20,
-					WakeAfter: config.DefaultWakeAfter})
+					WakeAfter: config.DefaultWakeAfter, Aggregate: config.AggregateEnvoy})
 			}},
 		{"wake_after 0s turns wake-ups off", `{"cluster":"c","wake_after":"0s"}`, func(c config.Config) bool { return c.WakeAfter == 0 }},
 		{"wake_after 0 (no unit) turns wake-ups off", `{"cluster":"c","wake_after":"0"}`, func(c config.Config) bool { return c.WakeAfter == 0 }},

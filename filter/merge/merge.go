@@ -61,16 +61,42 @@ import (
 const (
 	KeyWorkers   = "reqcount.v1.workers"
 	KeyLease     = "reqcount.v1.lease"
-	KeyWake      = "reqcount.v1.wake"
+	wakePrefix   = "reqcount.v1.wake."
 	outboxPrefix = "reqcount.v1.out."
 	ackPrefix    = "reqcount.v1.ack."
+	beatPrefix   = "reqcount.v1.beat."
+	// wakeShards is how many keys the wake-up times are spread over, so that a
+	// claim rewrites a small value.
+	wakeShards = 64
 )
 
-// OutboxKey and AckKey name a worker's outbox and its acks.
-func OutboxKey(worker string) string { return outboxPrefix + worker }
+// OutboxKey names shard i of a worker's outbox.
+func OutboxKey(worker string, i int) string { return outboxPrefix + worker + "." + strconv.Itoa(i) }
 
-// AckKey names the acks of worker's outbox.
-func AckKey(worker string) string { return ackPrefix + worker }
+// AckKey names the acks of shard i of a worker's outbox.
+func AckKey(worker string, i int) string { return ackPrefix + worker + "." + strconv.Itoa(i) }
+
+// WakeKey names shard i of the wake-up times.
+func WakeKey(i int) string { return wakePrefix + strconv.Itoa(i) }
+
+func heartbeatKey(worker string) string { return beatPrefix + worker }
+
+func strconvAppendInt(dst []byte, v int64) []byte { return strconv.AppendInt(dst, v, 10) }
+
+// workerEntry is a worker's entry in the list: its id and its number of shards.
+func workerEntry(id string, shards int) string { return id + "/" + strconv.Itoa(shards) }
+
+func parseWorkerEntry(e string) (id string, shards int, ok bool) {
+	id, n, ok := strings.Cut(e, "/")
+	if !ok {
+		return "", 0, false
+	}
+	shards, err := strconv.Atoi(n)
+	if err != nil || shards < 1 || shards > 1<<16 {
+		return "", 0, false
+	}
+	return id, shards, true
+}
 
 // ErrCasMismatch is what Store.Set returns when the key changed since the CAS was
 // read.

@@ -105,8 +105,8 @@ func TestCreate(t *testing.T) {
 
 func TestLease(t *testing.T) {
 	s := newStore()
-	a := merge.NewWorker(s, "a", 10, 1000)
-	b := merge.NewWorker(s, "b", 10, 1000)
+	a := merge.NewWorker(s, "a", 1, 10, 1000)
+	b := merge.NewWorker(s, "b", 1, 10, 1000)
 	for _, step := range []struct {
 		who    *merge.Worker
 		now    int64
@@ -157,7 +157,7 @@ func TestMergeExact(t *testing.T) {
 func runMerge(t *testing.T, seed int64) {
 	rng := rand.New(rand.NewSource(seed))
 	s := newStore()
-	const leaseMs, deadMs, holdMs = 50, 200, 120
+	const leaseMs, deadMs, holdMs, shards = 50, 200, 120, 3
 	const timeoutMs = 60 // Envoy answers every call within its timeout (< holdMs)
 	type call struct {
 		id     uint64
@@ -179,14 +179,14 @@ func runMerge(t *testing.T, seed int64) {
 		addedW, deliveredW        = map[string]uint64{}, map[string]uint64{}
 	)
 	start := func() {
-		w := merge.NewWorker(s, fmt.Sprintf("w%02d", len(workers)), 8, leaseMs)
+		w := merge.NewWorker(s, fmt.Sprintf("w%02d", len(workers)), shards, 8, leaseMs)
 		workers, alive = append(workers, w), append(alive, true)
 	}
 	for i := 0; i < 3; i++ {
 		start()
 	}
 	keys := []string{"a.ns", "b.ns", "c.ns", "d.ns", "e.ns"}
-	lead := func(i int) {
+	lead := func(i, slice int) {
 		w := workers[i]
 		ok, err := w.Lead(now)
 		if err != nil {
@@ -200,7 +200,7 @@ func runMerge(t *testing.T, seed int64) {
 		if !ok {
 			return // a holder that lost the lease still settles its calls
 		}
-		avail, err := l.Collect(now, deadMs, holdMs)
+		avail, err := l.Collect(slice, shards, now, deadMs, holdMs)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -267,13 +267,13 @@ func runMerge(t *testing.T, seed int64) {
 			}
 		case r < 60:
 			if alive[i] {
-				if err := workers[i].Publish(now, 20); err != nil {
+				if err := workers[i].Publish(rng.Intn(shards), now, 20); err != nil {
 					t.Fatal(err)
 				}
 			}
 		case r < 75:
 			if alive[i] {
-				lead(i)
+				lead(i, rng.Intn(shards))
 			}
 		case r < 95:
 			// Answers come within the reservation (Envoy's timeout is shorter).
@@ -326,14 +326,16 @@ func runMerge(t *testing.T, seed int64) {
 		now += leaseMs
 		for i, w := range workers {
 			if alive[i] {
-				if err := w.Publish(now, 20); err != nil {
+				if err := w.PublishAll(now, 20); err != nil {
 					t.Fatal(err)
 				}
 			}
 		}
 		for i := range workers {
 			if alive[i] {
-				lead(i)
+				for slice := 0; slice < shards; slice++ {
+					lead(i, slice)
+				}
 			}
 		}
 		for _, c := range calls {
@@ -360,12 +362,24 @@ func runMerge(t *testing.T, seed int64) {
 func unpublishedOf(t *testing.T, s *store, w *merge.Worker) map[string]uint64 {
 	t.Helper()
 	mine := w.Snapshot()
-	v, _, ok, _ := s.Get(merge.OutboxKey(w.ID))
-	pub := merge.Outbox{Entries: w.Published()} // emptied by a holder: all delivered
-	if ok && len(v) > 0 {
-		var err error
-		if pub, err = merge.ParseOutbox(v); err != nil {
+	pub := merge.Outbox{Entries: map[string]merge.Cum{}}
+	last := w.Published() // what a holder delivered before emptying a shard
+	for j := 0; j < w.Shards(); j++ {
+		v, _, ok, _ := s.Get(merge.OutboxKey(w.ID, j))
+		if !ok || len(v) == 0 {
+			for k, c := range last {
+				if merge.ShardOf(k, w.Shards()) == j {
+					pub.Entries[k] = c
+				}
+			}
+			continue
+		}
+		o, err := merge.ParseOutbox(v)
+		if err != nil {
 			t.Fatal(err)
+		}
+		for k, c := range o.Entries {
+			pub.Entries[k] = c
 		}
 	}
 	out := map[string]uint64{}

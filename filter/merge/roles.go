@@ -3,121 +3,202 @@ package merge
 import (
 	"errors"
 	"fmt"
+	"strconv"
 )
 
 // casRetries bounds the compare-and-swap loops: another worker winning that many
 // times in a row means the next tick tries again.
 const casRetries = 8
 
-// Worker is one worker's side of the merge: its outbox, its place in the list of
-// workers, the lease and wake-up claims. Not safe for concurrent use (one per VM).
+// Worker is one worker's side of the merge: its outbox (in shards), its place
+// in the list of workers, the lease and wake-up claims. Not safe for concurrent
+// use (one per VM).
 type Worker struct {
-	ID  string
-	s   Store
-	out Outbox
+	ID     string
+	s      Store
+	shards []shard
 	// MaxKeys bounds the outbox: a new key beyond it stays in the worker's table.
 	MaxKeys int
 	// LeaseMs is how long a lease lasts without renewal.
 	LeaseMs int64
-	dirty   bool
+	keys    int // entries over all shards
 	leader  bool
+	beatMs  int64 // last heartbeat written
 	buf     []byte
-	// published is the outbox as last written: what the lease holder may have
-	// delivered. A holder empties the outbox of a worker it takes for dead only
-	// once all of it was delivered, so a worker that finds its outbox emptied
+}
+
+// shard is one outbox shard as this worker holds it.
+type shard struct {
+	out   Outbox
+	dirty bool
+	// published is the shard as last written: what the lease holder may have
+	// delivered. A holder empties the shards of a worker it takes for dead only
+	// once all of them were delivered, so a worker that finds a shard emptied
 	// drops exactly that much (forgetPublished).
 	published map[string]Cum
 }
 
-// NewWorker returns the merge side of worker id.
-func NewWorker(s Store, id string, maxKeys int, leaseMs int64) *Worker {
-	return &Worker{ID: id, s: s, MaxKeys: maxKeys, LeaseMs: leaseMs, out: Outbox{Entries: map[string]Cum{}}}
+// ShardOf returns the outbox shard of key among n: an FNV-1a hash, so that every
+// worker puts a key in the same shard.
+func ShardOf(key string, n int) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(key); i++ {
+		h ^= uint32(key[i])
+		h *= 16777619
+	}
+	return int(h % uint32(n))
 }
 
-// Add moves n requests for key into the outbox (written by Publish). It returns
-// false, taking nothing, when the outbox holds MaxKeys other keys.
-func (w *Worker) Add(key string, n uint64) bool {
-	if _, ok := w.out.Entries[key]; !ok && len(w.out.Entries) >= w.MaxKeys {
-		return false
+// NewWorker returns the merge side of worker id, its outbox in n shards (the
+// flush interval's slices: a tick publishes one).
+func NewWorker(s Store, id string, n, maxKeys int, leaseMs int64) *Worker {
+	w := &Worker{ID: id, s: s, MaxKeys: maxKeys, LeaseMs: leaseMs, shards: make([]shard, max(n, 1))}
+	for i := range w.shards {
+		w.shards[i].out.Entries = map[string]Cum{}
 	}
-	w.out.Add(key, n)
-	w.dirty = true
+	return w
+}
+
+// Shards returns the number of outbox shards.
+func (w *Worker) Shards() int { return len(w.shards) }
+
+// Add moves n requests for key into its outbox shard (written by Publish). It
+// returns false, taking nothing, when the outbox holds MaxKeys other keys.
+func (w *Worker) Add(key string, n uint64) bool {
+	sh := &w.shards[ShardOf(key, len(w.shards))]
+	if _, ok := sh.out.Entries[key]; !ok {
+		if w.keys >= w.MaxKeys {
+			return false
+		}
+		w.keys++
+	}
+	sh.out.Add(key, n)
+	sh.dirty = true
 	return true
 }
 
-// Undelivered returns what the outbox holds that its acks (as last read) do not
-// cover, and the acks read.
-func (w *Worker) Undelivered() (uint64, error) {
-	acks, err := w.acks()
-	if err != nil {
-		return 0, err
+// Unsettled returns what the outbox holds that is neither delivered nor reserved
+// by another lease holder at nowMs (who will deliver it): what a worker that is
+// shutting down must still see delivered itself.
+func (w *Worker) Unsettled(nowMs int64) (uint64, error) {
+	var n uint64
+	for i := range w.shards {
+		acks, err := w.acks(i)
+		if err != nil {
+			return 0, err
+		}
+		for k, c := range w.shards[i].out.Entries {
+			a := acks[k]
+			if a.Gen == c.Gen && a.Holder != "" && a.Holder != w.ID && nowMs < a.UntilMs {
+				continue
+			}
+			n += c.N - acks.Delivered(k, c)
+		}
 	}
-	return w.out.Undelivered(acks), nil
+	return n, nil
 }
 
-// Publish trims the outbox of what was delivered, writes it (with a heartbeat
-// at nowMs) when it changed or the heartbeat is older than heartbeatMs, and makes
-// sure the worker is listed. Until a write succeeds, counts Add took are only in
-// this VM.
-func (w *Worker) Publish(nowMs, heartbeatMs int64) error {
-	if acks, err := w.acks(); err != nil {
-		return err
-	} else if w.out.Trim(acks) > 0 {
-		w.dirty = true
-	}
-	for i := 0; ; i++ {
-		v, cas, ok, err := w.s.Get(OutboxKey(w.ID))
+// Undelivered returns what the outbox holds that its acks do not cover.
+func (w *Worker) Undelivered() (uint64, error) {
+	var n uint64
+	for i := range w.shards {
+		acks, err := w.acks(i)
 		if err != nil {
-			return fmt.Errorf("publish outbox: %w", err)
+			return 0, err
 		}
-		if ok && len(v) == 0 && w.published != nil {
-			w.forgetPublished()
+		n += w.shards[i].out.Undelivered(acks)
+	}
+	return n, nil
+}
+
+// Publish trims shard i of what was delivered and writes it if it changed;
+// writes the heartbeat if it is older than heartbeatMs; and makes sure the worker
+// is listed. Until a write succeeds, counts Add took are only in this VM.
+func (w *Worker) Publish(i int, nowMs, heartbeatMs int64) error {
+	if err := w.publishShard(i, nowMs); err != nil {
+		return err
+	}
+	if nowMs-w.beatMs >= heartbeatMs {
+		if err := w.s.Set(heartbeatKey(w.ID), strconvAppendInt(nil, nowMs), 0); err != nil {
+			return fmt.Errorf("heartbeat: %w", err)
 		}
-		if !w.dirty && nowMs-w.out.HeartbeatMs < heartbeatMs {
-			break
-		}
-		w.out.HeartbeatMs = nowMs
-		w.buf = AppendOutbox(w.buf[:0], &w.out)
-		// With the CAS read above: a holder may empty the outbox meanwhile.
-		err = w.s.Set(OutboxKey(w.ID), w.buf, cas)
-		if err == nil {
-			w.dirty = false
-			w.published = make(map[string]Cum, len(w.out.Entries))
-			for k, c := range w.out.Entries {
-				w.published[k] = c
-			}
-			break
-		}
-		if !errors.Is(err, ErrCasMismatch) || i == casRetries {
-			return fmt.Errorf("publish outbox: %w", err)
-		}
+		w.beatMs = nowMs
 	}
 	return w.list()
 }
 
-// forgetPublished drops from the outbox what was published before the lease
-// holder emptied it (all of it delivered), and gives what is left new
-// generations, so that no ack of the old outbox can cover it.
-func (w *Worker) forgetPublished() {
-	for k, p := range w.published {
-		c, ok := w.out.Entries[k]
+// PublishAll publishes every shard (at shutdown).
+func (w *Worker) PublishAll(nowMs, heartbeatMs int64) error {
+	var errs []error
+	for i := range w.shards {
+		errs = append(errs, w.Publish(i, nowMs, heartbeatMs))
+	}
+	return errors.Join(errs...)
+}
+
+func (w *Worker) publishShard(i int, nowMs int64) error {
+	sh := &w.shards[i]
+	acks, err := w.acks(i)
+	if err != nil {
+		return err
+	}
+	if n := sh.out.Trim(acks); n > 0 {
+		w.keys -= n
+		sh.dirty = true
+	}
+	for try := 0; ; try++ {
+		v, cas, ok, err := w.s.Get(OutboxKey(w.ID, i))
+		if err != nil {
+			return fmt.Errorf("publish outbox: %w", err)
+		}
+		if ok && len(v) == 0 && sh.published != nil {
+			w.forgetPublished(sh)
+		}
+		if !sh.dirty {
+			return nil
+		}
+		sh.out.HeartbeatMs = nowMs
+		w.buf = AppendOutbox(w.buf[:0], &sh.out)
+		// With the CAS read above: a holder may empty the shard meanwhile.
+		err = w.s.Set(OutboxKey(w.ID, i), w.buf, cas)
+		if err == nil {
+			sh.dirty = false
+			sh.published = make(map[string]Cum, len(sh.out.Entries))
+			for k, c := range sh.out.Entries {
+				sh.published[k] = c
+			}
+			return nil
+		}
+		if !errors.Is(err, ErrCasMismatch) || try == casRetries {
+			return fmt.Errorf("publish outbox: %w", err)
+		}
+	}
+}
+
+// forgetPublished drops from a shard what was published before the lease holder
+// emptied it (all of it delivered), and gives what is left new generations, so
+// that no ack of the old shard can cover it.
+func (w *Worker) forgetPublished(sh *shard) {
+	for k, p := range sh.published {
+		c, ok := sh.out.Entries[k]
 		if !ok || c.Gen != p.Gen {
 			continue
 		}
 		c.N -= min(p.N, c.N)
 		if c.N == 0 {
-			delete(w.out.Entries, k)
+			delete(sh.out.Entries, k)
+			w.keys--
 			continue
 		}
-		w.out.NextGen++
-		w.out.Entries[k] = Cum{Gen: w.out.NextGen, N: c.N}
+		sh.out.NextGen++
+		sh.out.Entries[k] = Cum{Gen: sh.out.NextGen, N: c.N}
 	}
-	w.published = map[string]Cum{}
-	w.dirty = true
+	sh.published = map[string]Cum{}
+	sh.dirty = true
 }
 
-func (w *Worker) acks() (Acks, error) {
-	v, _, ok, err := w.s.Get(AckKey(w.ID))
+func (w *Worker) acks(i int) (Acks, error) {
+	v, _, ok, err := w.s.Get(AckKey(w.ID, i))
 	if err != nil || !ok {
 		return Acks{}, err
 	}
@@ -127,15 +208,16 @@ func (w *Worker) acks() (Acks, error) {
 // list puts the worker on the list of workers if it is not there (checked on
 // every publish: a list created by two workers at once keeps only one of them).
 func (w *Worker) list() error {
+	me := workerEntry(w.ID, len(w.shards))
 	return update(w.s, KeyWorkers, []byte("v1"), func(v []byte) ([]byte, bool, error) {
 		ws, err := ParseWorkers(v)
 		if err != nil {
 			return nil, false, err
 		}
-		if ws.Has(w.ID) {
+		if ws.Has(me) {
 			return nil, false, nil
 		}
-		return AppendWorkers(nil, append(ws, w.ID)), true, nil
+		return AppendWorkers(nil, append(ws, me)), true, nil
 	})
 }
 
@@ -180,10 +262,12 @@ func (w *Worker) Release() error {
 
 // ClaimWake reports whether this worker may send key's wake-up at nowMs: no
 // worker has sent one in the last afterMs. A successful claim records nowMs for
-// the key (the newest max keys are kept).
+// the key (about the newest max keys are kept, over wakeShards keys).
 func ClaimWake(s Store, key string, nowMs, afterMs int64, max int) (bool, error) {
 	claimed := false
-	err := update(s, KeyWake, []byte("v1\n"), func(v []byte) ([]byte, bool, error) {
+	k := WakeKey(ShardOf(key, wakeShards))
+	max = (max + wakeShards - 1) / wakeShards
+	err := update(s, k, []byte("v1\n"), func(v []byte) ([]byte, bool, error) {
 		ws, err := ParseWakes(v)
 		if err != nil {
 			return nil, false, err
@@ -231,9 +315,11 @@ func update(s Store, key string, initial []byte, change func([]byte) ([]byte, bo
 
 // Part is what one worker's outbox holds to send for a key.
 type Part struct {
-	Worker, Key string
-	Gen         uint32
-	N           uint64
+	Worker string
+	Shard  int
+	Key    string
+	Gen    uint32
+	N      uint64
 }
 
 type partID struct {
@@ -249,8 +335,8 @@ type Leader struct {
 	id       string
 	inflight map[partID]uint64
 	calls    map[uint64][]Part
-	// deltas are deliveries not yet written: worker → key → delivered (by
-	// generation).
+	// deltas are deliveries not yet written: ack key (worker, shard) → key →
+	// delivered (by generation).
 	deltas map[string]map[string]Cum
 }
 
@@ -259,14 +345,15 @@ func NewLeader(s Store, id string) *Leader {
 	return &Leader{s: s, id: id, inflight: map[partID]uint64{}, calls: map[uint64][]Part{}, deltas: map[string]map[string]Cum{}}
 }
 
-// Collect reads every listed worker's outbox and acks, reserves until nowMs +
-// holdMs what is undelivered and not reserved by another holder, and returns, per
-// key, the parts reserved and not in flight. holdMs must exceed the calls'
-// timeout: a holder that loses the lease stops renewing, and its calls in flight
-// must be answered before the reservation ends. A worker whose heartbeat is older
-// than deadMs and whose outbox is fully delivered is unlisted and its keys
-// emptied. Call it only while holding the lease.
-func (l *Leader) Collect(nowMs, deadMs, holdMs int64) (map[string][]Part, error) {
+// Collect reads the outbox shards of every listed worker that belong to slice
+// (shard j of a worker with S shards belongs to slice j % slices) and their acks,
+// reserves until nowMs + holdMs what is undelivered and not reserved by another
+// holder, and returns, per key, the parts reserved and not in flight. holdMs must
+// exceed the calls' timeout: a holder that loses the lease stops renewing, and
+// its calls in flight must be answered before the reservation ends. At slice 0 a
+// worker whose heartbeat is older than deadMs and whose outbox is fully delivered
+// is unlisted and its keys emptied. Call it only while holding the lease.
+func (l *Leader) Collect(slice, slices int, nowMs, deadMs, holdMs int64) (map[string][]Part, error) {
 	if err := l.WriteAcks(); err != nil {
 		return nil, err
 	}
@@ -280,79 +367,25 @@ func (l *Leader) Collect(nowMs, deadMs, holdMs int64) (map[string][]Part, error)
 	}
 	avail := map[string][]Part{}
 	var gone []string
-	for _, id := range ws {
-		ov, ocas, ok, err := l.s.Get(OutboxKey(id))
-		if err != nil {
-			return nil, err
-		}
-		if !ok || len(ov) == 0 {
+	for _, entry := range ws {
+		id, n, ok := parseWorkerEntry(entry)
+		if !ok {
 			continue
 		}
-		out, err := ParseOutbox(ov)
-		if err != nil {
-			continue // a value this version cannot read: left alone
-		}
-		av, acas, _, err := l.s.Get(AckKey(id))
-		if err != nil {
-			return nil, err
-		}
-		acks, err := ParseAcks(av)
-		if err != nil {
-			acks = Acks{}
-		}
-		if out.Undelivered(acks) == 0 && !l.busy(id) && nowMs-out.HeartbeatMs > deadMs {
-			// Emptied only if unchanged since read: a worker that is alive after
-			// all has written a newer outbox, and stays.
-			if err := l.s.Set(OutboxKey(id), nil, ocas); err == nil {
-				gone = append(gone, id)
-				continue
-			} else if !errors.Is(err, ErrCasMismatch) {
+		if slice == 0 && !l.busy(id) {
+			dead, err := l.dead(id, n, nowMs, deadMs)
+			if err != nil {
 				return nil, err
 			}
-		}
-		changed := false
-		var parts []Part
-		for k, c := range out.Entries {
-			a, ok := acks[k]
-			if !ok || a.Gen != c.Gen {
-				a, changed = Ack{Gen: c.Gen}, true
-			}
-			left := c.N - min(a.Delivered, c.N)
-			if left == 0 {
+			if dead {
+				gone = append(gone, entry)
 				continue
 			}
-			if a.Holder != l.id && a.Holder != "" && nowMs < a.UntilMs {
-				continue // reserved by another holder, who may have it in flight
-			}
-			// Renewed on every collect, in flight or not: a call sent now is covered
-			// for holdMs, longer than its timeout, whatever happens to the lease.
-			if a.Holder != l.id || a.UntilMs != nowMs+holdMs {
-				a.Holder, a.UntilMs, changed = l.id, nowMs+holdMs, true
-			}
-			acks[k] = a
-			left -= min(l.inflight[partID{id, k, c.Gen}], left)
-			if left > 0 {
-				parts = append(parts, Part{Worker: id, Key: k, Gen: c.Gen, N: left})
-			}
 		}
-		// Acks of entries the worker has dropped (or renewed) are no longer needed.
-		for k, a := range acks {
-			if c, ok := out.Entries[k]; !ok || c.Gen != a.Gen {
-				delete(acks, k)
-				changed = true
-			}
-		}
-		if changed {
-			// Reserved only if no other holder wrote meanwhile: else next tick.
-			if err := l.s.Set(AckKey(id), AppendAcks(nil, acks), acas); err != nil {
-				if errors.Is(err, ErrCasMismatch) {
-					continue
-				}
+		for j := slice; j < n; j += slices {
+			if err := l.collectShard(id, j, nowMs, holdMs, avail); err != nil {
 				return nil, err
 			}
-		}
-		for _, p := range parts {
-			avail[p.Key] = append(avail[p.Key], p)
 		}
 	}
 	if len(gone) > 0 {
@@ -361,6 +394,137 @@ func (l *Leader) Collect(nowMs, deadMs, holdMs int64) (map[string][]Part, error)
 		}
 	}
 	return avail, nil
+}
+
+// CollectOwn is Collect restricted to the leader's own outbox, every shard: a
+// worker shutting down without the lease reserves and sends what no holder has
+// reserved. The reservations keep it from sending what a holder may send.
+func (l *Leader) CollectOwn(shards int, nowMs, holdMs int64) (map[string][]Part, error) {
+	if err := l.WriteAcks(); err != nil {
+		return nil, err
+	}
+	avail := map[string][]Part{}
+	for j := 0; j < shards; j++ {
+		if err := l.collectShard(l.id, j, nowMs, holdMs, avail); err != nil {
+			return nil, err
+		}
+	}
+	return avail, nil
+}
+
+// collectShard reserves and hands out shard j of worker id.
+func (l *Leader) collectShard(id string, j int, nowMs, holdMs int64, avail map[string][]Part) error {
+	ov, _, ok, err := l.s.Get(OutboxKey(id, j))
+	if err != nil || !ok || len(ov) == 0 {
+		return err
+	}
+	out, err := ParseOutbox(ov)
+	if err != nil {
+		return nil // a value this version cannot read: left alone
+	}
+	av, acas, _, err := l.s.Get(AckKey(id, j))
+	if err != nil {
+		return err
+	}
+	acks, err := ParseAcks(av)
+	if err != nil {
+		acks = Acks{}
+	}
+	changed := false
+	var parts []Part
+	for k, c := range out.Entries {
+		a, ok := acks[k]
+		if !ok || a.Gen != c.Gen {
+			a, changed = Ack{Gen: c.Gen}, true
+		}
+		left := c.N - min(a.Delivered, c.N)
+		if left == 0 {
+			continue
+		}
+		if a.Holder != l.id && a.Holder != "" && nowMs < a.UntilMs {
+			continue // reserved by another holder, who may have it in flight
+		}
+		// Renewed on every collect, in flight or not: a call sent now is covered
+		// for holdMs, longer than its timeout, whatever happens to the lease.
+		if a.Holder != l.id || a.UntilMs != nowMs+holdMs {
+			a.Holder, a.UntilMs, changed = l.id, nowMs+holdMs, true
+		}
+		acks[k] = a
+		left -= min(l.inflight[partID{id, k, c.Gen}], left)
+		if left > 0 {
+			parts = append(parts, Part{Worker: id, Shard: j, Key: k, Gen: c.Gen, N: left})
+		}
+	}
+	// Acks of entries the worker has dropped (or renewed) are no longer needed.
+	for k, a := range acks {
+		if c, ok := out.Entries[k]; !ok || c.Gen != a.Gen {
+			delete(acks, k)
+			changed = true
+		}
+	}
+	if changed {
+		// Reserved only if no other holder wrote meanwhile: else next interval.
+		if err := l.s.Set(AckKey(id, j), AppendAcks(nil, acks), acas); err != nil {
+			if errors.Is(err, ErrCasMismatch) {
+				return nil
+			}
+			return err
+		}
+	}
+	for _, p := range parts {
+		avail[p.Key] = append(avail[p.Key], p)
+	}
+	return nil
+}
+
+// dead reports whether worker id (n shards) stopped beating more than deadMs ago
+// with everything delivered; if so its shards are emptied (each only if unchanged
+// since read: a worker alive after all has written a newer one, and stays).
+func (l *Leader) dead(id string, n int, nowMs, deadMs int64) (bool, error) {
+	hv, _, ok, err := l.s.Get(heartbeatKey(id))
+	if err != nil {
+		return false, err
+	}
+	if ok {
+		if beat, err := strconv.ParseInt(string(hv), 10, 64); err == nil && nowMs-beat <= deadMs {
+			return false, nil
+		}
+	}
+	cas := make([]uint32, n)
+	for j := 0; j < n; j++ {
+		ov, c, ok, err := l.s.Get(OutboxKey(id, j))
+		if err != nil {
+			return false, err
+		}
+		cas[j] = c
+		if !ok || len(ov) == 0 {
+			continue
+		}
+		out, err := ParseOutbox(ov)
+		if err != nil {
+			return false, nil
+		}
+		av, _, _, err := l.s.Get(AckKey(id, j))
+		if err != nil {
+			return false, err
+		}
+		acks, err := ParseAcks(av)
+		if err != nil || out.Undelivered(acks) > 0 {
+			return false, err
+		}
+	}
+	for j := 0; j < n; j++ {
+		if cas[j] == 0 {
+			continue
+		}
+		if err := l.s.Set(OutboxKey(id, j), nil, cas[j]); err != nil {
+			if errors.Is(err, ErrCasMismatch) {
+				return false, nil // it wrote: alive (shards emptied so far it re-fills)
+			}
+			return false, err
+		}
+	}
+	return true, nil
 }
 
 // busy reports whether a call in flight carries a part of worker id.
@@ -373,8 +537,8 @@ func (l *Leader) busy(id string) bool {
 	return false
 }
 
-// unlist removes dead, fully delivered workers (their outboxes already emptied)
-// and empties their acks (shared data has no delete: an empty value is the
+// unlist removes dead, fully delivered workers (list entries; their outboxes
+// already emptied) and empties their acks and heartbeats (shared data has no delete: an empty value is the
 // smallest that can be left).
 func (l *Leader) unlist(ids []string) error {
 	err := update(l.s, KeyWorkers, nil, func(v []byte) ([]byte, bool, error) {
@@ -397,9 +561,15 @@ func (l *Leader) unlist(ids []string) error {
 	if err != nil {
 		return err
 	}
-	for _, id := range ids {
-		err := update(l.s, AckKey(id), nil, func([]byte) ([]byte, bool, error) { return nil, true, nil })
-		if err != nil {
+	empty := func([]byte) ([]byte, bool, error) { return nil, true, nil }
+	for _, entry := range ids {
+		id, n, _ := parseWorkerEntry(entry)
+		for j := 0; j < n; j++ {
+			if err := update(l.s, AckKey(id, j), nil, empty); err != nil {
+				return err
+			}
+		}
+		if err := update(l.s, heartbeatKey(id), nil, empty); err != nil {
 			return err
 		}
 	}
@@ -429,10 +599,11 @@ func (l *Leader) Settled(id uint64, key string, delivered bool) {
 			delete(l.inflight, pid)
 		}
 		if delivered {
-			d := l.deltas[p.Worker]
+			ak := AckKey(p.Worker, p.Shard)
+			d := l.deltas[ak]
 			if d == nil {
 				d = map[string]Cum{}
-				l.deltas[p.Worker] = d
+				l.deltas[ak] = d
 			}
 			c := d[p.Key]
 			if c.Gen != p.Gen {
@@ -459,8 +630,8 @@ func (l *Leader) Pending() bool { return len(l.deltas) > 0 }
 // acks by compare-and-swap. What cannot be written now stays for the next call.
 func (l *Leader) WriteAcks() error {
 	var errs []error
-	for w, d := range l.deltas {
-		err := update(l.s, AckKey(w), []byte("v1\n"), func(v []byte) ([]byte, bool, error) {
+	for ak, d := range l.deltas {
+		err := update(l.s, ak, []byte("v1\n"), func(v []byte) ([]byte, bool, error) {
 			acks, err := ParseAcks(v)
 			if err != nil {
 				acks = Acks{}
@@ -481,26 +652,30 @@ func (l *Leader) WriteAcks() error {
 			errs = append(errs, err)
 			continue
 		}
-		delete(l.deltas, w)
+		delete(l.deltas, ak)
 	}
 	return errors.Join(errs...)
 }
 
-// Snapshot returns a copy of the worker's outbox as it holds it (published or not).
+// Snapshot returns a copy of the worker's outbox, all shards in one, as it
+// holds it (published or not). Keys are in one shard each.
 func (w *Worker) Snapshot() Outbox {
-	o := w.out
-	o.Entries = make(map[string]Cum, len(w.out.Entries))
-	for k, c := range w.out.Entries {
-		o.Entries[k] = c
+	o := Outbox{Entries: map[string]Cum{}}
+	for _, sh := range w.shards {
+		for k, c := range sh.out.Entries {
+			o.Entries[k] = c
+		}
 	}
 	return o
 }
 
-// Published returns a copy of the outbox entries as last written.
+// Published returns a copy of the outbox entries as last written, all shards.
 func (w *Worker) Published() map[string]Cum {
-	out := make(map[string]Cum, len(w.published))
-	for k, c := range w.published {
-		out[k] = c
+	out := map[string]Cum{}
+	for _, sh := range w.shards {
+		for k, c := range sh.published {
+			out[k] = c
+		}
 	}
 	return out
 }
