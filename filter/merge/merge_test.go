@@ -412,3 +412,61 @@ func countTrue(bs []bool) int {
 	}
 	return n
 }
+
+// staleStore returns, once, an old value for one key: a read that raced with
+// the worker's newer write.
+type staleStore struct {
+	*store
+	key   string
+	value []byte
+}
+
+func (s *staleStore) Get(k string) ([]byte, uint32, bool, error) {
+	if k == s.key && s.value != nil {
+		v := s.value
+		s.value = nil
+		return v, 1, true, nil
+	}
+	return s.store.Get(k)
+}
+
+// TestCollectStaleOutbox: a holder that read a worker's outbox before the
+// worker wrote a newer one must not drop, or reset, acks that cover the newer
+// entries: that would send delivered counts again.
+func TestCollectStaleOutbox(t *testing.T) {
+	s := newStore()
+	w := merge.NewWorker(s, "w", 1, 10, 1000)
+	w.Add("j.ns", 1)
+	if err := w.Publish(0, 0, 1); err != nil { // j.ns in generation 1
+		t.Fatal(err)
+	}
+	old, _, _, _ := s.Get(merge.OutboxKey("w", 0))
+	w.Add("k.ns", 5) // generation 2
+	if err := w.Publish(0, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	a := merge.NewLeader(s, "a")
+	avail, err := a.Collect(0, 1, 1, 1000, 100)
+	if err != nil || len(avail["k.ns"]) != 1 || len(avail["j.ns"]) != 1 {
+		t.Fatalf("Collect = %v, %v", avail, err)
+	}
+	a.Sent(1, avail["k.ns"])
+	a.Settled(1, "k.ns", true)
+	a.Sent(2, avail["j.ns"])
+	a.Settled(2, "j.ns", true)
+	if err := a.WriteAcks(); err != nil {
+		t.Fatal(err)
+	}
+	// Another holder reads the old outbox, then the acks.
+	b := merge.NewLeader(&staleStore{store: s, key: merge.OutboxKey("w", 0), value: old}, "b")
+	if _, err := b.Collect(0, 1, 500, 1000, 100); err != nil {
+		t.Fatal(err)
+	}
+	avail, err = b.Collect(0, 1, 600, 1000, 100) // now with the real outbox
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(avail) != 0 {
+		t.Fatalf("delivered counts handed out again: %v", avail)
+	}
+}

@@ -434,7 +434,10 @@ func (l *Leader) collectShard(id string, j int, nowMs, holdMs int64, avail map[s
 	var parts []Part
 	for k, c := range out.Entries {
 		a, ok := acks[k]
-		if !ok || a.Gen != c.Gen {
+		switch {
+		case ok && a.Gen > c.Gen:
+			continue // the acks are newer than the outbox read: next time
+		case !ok || a.Gen < c.Gen:
 			a, changed = Ack{Gen: c.Gen}, true
 		}
 		left := c.N - min(a.Delivered, c.N)
@@ -456,8 +459,10 @@ func (l *Leader) collectShard(id string, j int, nowMs, holdMs int64, avail map[s
 		}
 	}
 	// Acks of entries the worker has dropped (or renewed) are no longer needed.
+	// Only those of generations the outbox read knows: the worker may have
+	// written a newer outbox since, whose entries the acks may already cover.
 	for k, a := range acks {
-		if c, ok := out.Entries[k]; !ok || c.Gen != a.Gen {
+		if c, ok := out.Entries[k]; a.Gen <= out.NextGen && (!ok || c.Gen != a.Gen) {
 			delete(acks, k)
 			changed = true
 		}
