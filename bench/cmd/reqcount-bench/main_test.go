@@ -54,7 +54,7 @@ func TestQuickRun(t *testing.T) {
 			"linear memory over noop | "+v, "guest VM gauges after 20k | "+v)
 	}
 	for _, m := range []string{"old defaults (flush_interval 1s, no wake-up)", "old defaults, include the 5 scale-to-zero services",
-		"new defaults", "new defaults, include the 5 scale-to-zero services", "sporadic key, old defaults",
+		"new defaults", "new defaults, include the 5 scale-to-zero services", "new defaults but aggregate: worker", "sporadic key, old defaults",
 		"sporadic key, new defaults", "sporadic key, new flush_interval, wake-ups off"} {
 		rows = append(rows, "model: operator messages/s | "+m)
 	}
@@ -223,25 +223,29 @@ func TestRequestsInWindow(t *testing.T) {
 func TestModelArithmetic(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
+		voices   int
 		keys     int
 		interval time.Duration
 		want     float64 // mesh messages per second
 	}{
-		{"old defaults: the issue's 40 000", modelKeys, time.Second, 40000},
-		{"old defaults, include", modelScaleToZero, time.Second, 10000},
-		{"30s interval", modelKeys, 30 * time.Second, 40000.0 / 30},
-		{"30s interval, include", modelScaleToZero, 30 * time.Second, 10000.0 / 30},
+		{"old defaults: the issue's 40 000", modelWorkers, modelKeys, time.Second, 40000},
+		{"old defaults, include", modelWorkers, modelScaleToZero, time.Second, 10000},
+		{"30s interval", modelWorkers, modelKeys, 30 * time.Second, 40000.0 / 30},
+		{"30s interval, include", modelWorkers, modelScaleToZero, 30 * time.Second, 10000.0 / 30},
+		{"30s interval, one voice per sidecar", 1, modelKeys, 30 * time.Second, 20000.0 / 30},
+		{"30s interval, one voice, include", 1, modelScaleToZero, 30 * time.Second, 5000.0 / 30},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := meshRate(expectedPerWorker(tc.keys, tc.interval)); math.Abs(got-tc.want) > 1e-9 {
+			if got := meshRate(expectedPerSidecar(tc.voices, tc.keys, tc.interval)); math.Abs(got-tc.want) > 1e-9 {
 				t.Errorf("mesh rate = %v, want %v", got, tc.want)
 			}
-			r := &modelRow{keys: tc.keys, flushInterval: tc.interval, span: modelIntervals * tc.interval, messages: tc.keys * modelIntervals}
+			r := &modelRow{keys: tc.keys, voices: tc.voices, flushInterval: tc.interval, span: modelIntervals * tc.interval,
+				messages: tc.voices * tc.keys * modelIntervals}
 			if !r.exact() {
-				t.Errorf("a row with one message per key per interval is not exact")
+				t.Errorf("a row with one message per key per interval per voice is not exact")
 			}
-			if got, want := r.perWorker(), expectedPerWorker(tc.keys, tc.interval); math.Abs(got-want) > 1e-9 {
-				t.Errorf("perWorker() = %v, want %v", got, want)
+			if got, want := r.perSidecar(), expectedPerSidecar(tc.voices, tc.keys, tc.interval); math.Abs(got-want) > 1e-9 {
+				t.Errorf("perSidecar() = %v, want %v", got, want)
 			}
 			r.messages++
 			if r.exact() {
@@ -250,8 +254,8 @@ func TestModelArithmetic(t *testing.T) {
 		})
 	}
 	sporadic := &modelRow{modelCase: modelCase{sporadic: true}, requests: 8, messages: 8, wakeups: 8}
-	if !sporadic.exact() || math.Abs(sporadic.perWorker()-1/modelSporadicEvery.Seconds()) > 1e-12 {
-		t.Errorf("sporadic row: exact %v, per worker %v", sporadic.exact(), sporadic.perWorker())
+	if !sporadic.exact() || math.Abs(sporadic.perSidecar()-1/modelSporadicEvery.Seconds()) > 1e-12 {
+		t.Errorf("sporadic row: exact %v, per sidecar %v", sporadic.exact(), sporadic.perSidecar())
 	}
 }
 

@@ -16,11 +16,12 @@ import (
 	"github.com/reqcount/reqcount/messages"
 )
 
-// The sizing model (issue 7): what a mesh sends the operator. One worker
-// running the compiled filter is driven through the model's traffic in
+// The sizing model (issues 7 and 8): what a mesh sends the operator. One
+// sidecar (modelWorkers workers running the compiled filter, sharing shared
+// data as Envoy's workers do) is driven through the model's traffic in
 // simulated time (manual ticks, each standing for one tick period: ticks are
 // counted, not waited for), its messages counted at the e2e collector, and
-// the per-worker rate scaled to the mesh.
+// the per-sidecar rate scaled to the mesh.
 const (
 	modelSidecars    = 1000
 	modelWorkers     = 2  // per sidecar
@@ -41,7 +42,7 @@ const (
 // modelOldConfig is the configuration that behaves as the filter did before
 // issue 7: reports every second, no wake-up. (The defaults then; not a
 // default now, so it is spelled out.)
-const modelOldConfig = `{"cluster":"operator","flush_interval":"1s","wake_after":"0s"}`
+const modelOldConfig = `{"cluster":"operator","flush_interval":"1s","wake_after":"0s","aggregate":"worker"}`
 
 // modelCase is one row of the model.
 type modelCase struct {
@@ -56,6 +57,7 @@ var modelCases = []modelCase{
 	{name: "old defaults, include the 5 scale-to-zero services", config: modelOldConfig, include: true},
 	{name: "new defaults", config: `{"cluster":"operator"}`},
 	{name: "new defaults, include the 5 scale-to-zero services", config: `{"cluster":"operator"}`, include: true},
+	{name: "new defaults but aggregate: worker", config: `{"cluster":"operator","aggregate":"worker"}`},
 	{name: "sporadic key, old defaults", config: modelOldConfig, sporadic: true},
 	{name: "sporadic key, new defaults", config: `{"cluster":"operator"}`, sporadic: true},
 	{name: "sporadic key, new flush_interval, wake-ups off", config: `{"cluster":"operator","wake_after":"0s"}`, sporadic: true},
@@ -65,6 +67,7 @@ var modelCases = []modelCase{
 type modelRow struct {
 	modelCase
 	flushInterval, wakeAfter, tickPeriod time.Duration
+	voices                               int // reporters per sidecar: its workers, or 1 with aggregate: envoy
 	keys                                 int           // keys counted (reported to the operator)
 	span                                 time.Duration // simulated time counted
 	messages                             int           // accepted by the collector in the span
@@ -76,10 +79,10 @@ type modelRow struct {
 	requests int
 }
 
-// perWorker is the measured rate of messages at the operator from one
-// worker: over the counted span for steady traffic; for the sporadic key,
+// perSidecar is the measured rate of messages at the operator from one
+// sidecar: over the counted span for steady traffic; for the sporadic key,
 // messages per request at its one request per modelSporadicEvery.
-func (r *modelRow) perWorker() float64 {
+func (r *modelRow) perSidecar() float64 {
 	switch {
 	case r.sporadic && r.requests > 0:
 		return float64(r.messages) / float64(r.requests) / modelSporadicEvery.Seconds()
@@ -102,19 +105,20 @@ func (r *modelRow) detail() string {
 			r.formula(), r.requests, modelSporadicEvery, r.messages, r.wakeups,
 			time.Duration(medianDuration(r.delays)), maxDuration(r.delays), cfg)
 	}
-	return fmt.Sprintf("%s; measured on one worker: %.2f/s, %d messages (%d wake-ups) over %v simulated (%d ticks, after one flush_interval of warm-up holding %d first-sight wake-ups); %s",
-		r.formula(), r.perWorker(), r.messages, r.wakeups, r.span, int(r.span/max(r.tickPeriod, 1)), r.startWakeups, cfg)
+	return fmt.Sprintf("%s; measured on one sidecar of %d workers: %.2f/s, %d messages (%d wake-ups) over %v simulated (%d ticks, after one flush_interval of warm-up holding %d first-sight wake-ups); %s",
+		r.formula(), modelWorkers, r.perSidecar(), r.messages, r.wakeups, r.span, int(r.span/max(r.tickPeriod, 1)), r.startWakeups, cfg)
 }
 
-// meshRate scales one worker's message rate to the model's mesh.
-func meshRate(perWorker float64) float64 { return modelSidecars * modelWorkers * perWorker }
+// meshRate scales one sidecar's message rate to the model's mesh.
+func meshRate(perSidecar float64) float64 { return modelSidecars * perSidecar }
 
-// expectedPerWorker is the rule issue 7 sets for steady traffic: each key
-// with counts is reported once per flush interval, so keys/interval messages
-// a second per worker (wake-ups only at a key's first sight or after
-// wake_after of silence, none in steady traffic).
-func expectedPerWorker(keys int, interval time.Duration) float64 {
-	return float64(keys) / interval.Seconds()
+// expectedPerSidecar is the rule issues 7 and 8 set for steady traffic: each
+// key with counts is reported once per flush interval by each voice (every
+// worker, or the sidecar's one lease holder with aggregate: envoy), so
+// voices × keys/interval messages a second per sidecar (wake-ups only at a
+// key's first sight or after wake_after of silence, none in steady traffic).
+func expectedPerSidecar(voices, keys int, interval time.Duration) float64 {
+	return float64(voices*keys) / interval.Seconds()
 }
 
 // formula spells out how the mesh figure follows from the rule.
@@ -122,8 +126,12 @@ func (r *modelRow) formula() string {
 	if r.sporadic {
 		return fmt.Sprintf("1 message per request (%s); per worker 1 / %v = %.4f/s", r.deliveryKind(), modelSporadicEvery, 1/modelSporadicEvery.Seconds())
 	}
-	return fmt.Sprintf("%s sidecars × %d workers × %d keys / %v = %s/s",
-		groupf(modelSidecars), modelWorkers, r.keys, r.flushInterval, groupf(meshRate(expectedPerWorker(r.keys, r.flushInterval))))
+	voices := fmt.Sprintf("%d workers", modelWorkers)
+	if r.voices == 1 {
+		voices = "1 voice (aggregate: envoy)"
+	}
+	return fmt.Sprintf("%s sidecars × %s × %d keys / %v = %s/s",
+		groupf(modelSidecars), voices, r.keys, r.flushInterval, groupf(meshRate(expectedPerSidecar(r.voices, r.keys, r.flushInterval))))
 }
 
 func (r *modelRow) deliveryKind() string {
@@ -143,7 +151,7 @@ func (r *modelRow) exact() bool {
 	if r.sporadic {
 		return r.messages == r.requests
 	}
-	return r.messages == r.keys*modelIntervals
+	return r.messages == r.voices*r.keys*modelIntervals
 }
 
 // requestsInWindow is how many of a key's requests, at perSecond evenly
@@ -203,7 +211,10 @@ func simulate(ctx context.Context, mod *wasmhost.Module, c modelCase) (*modelRow
 	if err != nil {
 		return nil, err
 	}
-	r := &modelRow{modelCase: c, flushInterval: cfg.FlushInterval, wakeAfter: cfg.WakeAfter, keys: modelKeys}
+	r := &modelRow{modelCase: c, flushInterval: cfg.FlushInterval, wakeAfter: cfg.WakeAfter, keys: modelKeys, voices: modelWorkers}
+	if cfg.Aggregate == config.AggregateEnvoy {
+		r.voices = 1
+	}
 	if c.include {
 		r.keys = modelScaleToZero
 	}
@@ -217,6 +228,7 @@ func simulate(ctx context.Context, mod *wasmhost.Module, c modelCase) (*modelRow
 	var mu sync.Mutex
 	var got []delivery
 	h, err := wasmhost.New(ctx, mod, wasmhost.Config{
+		Workers:      modelWorkers,
 		PluginConfig: []byte(conf),
 		Clusters:     map[string]string{cluster: ""},
 		ManualTicks:  true,
@@ -242,26 +254,32 @@ func simulate(ctx context.Context, mod *wasmhost.Module, c modelCase) (*modelRow
 		return nil, err
 	}
 	defer h.Close(ctx)
-	w := h.Worker(0)
-	p := w.TickPeriod()
+	p := h.Worker(0).TickPeriod()
 	r.tickPeriod = p
 	n := ticksPerInterval(cfg.FlushInterval, p)
 
+	sent := 0
 	request := func(at time.Duration, svc string) error {
 		hs := append([][2]string(nil), benchRequest.Headers...)
 		hs[0][1] = svc + ".shop.svc.cluster.local:8080"
 		now.Store(int64(at))
 		inRequest.Store(true)
-		_, err := w.Request(ctx, wasmhost.Request{Headers: hs})
+		// The sidecar's workers take the requests in turn.
+		_, err := h.Worker(sent%modelWorkers).Request(ctx, wasmhost.Request{Headers: hs})
+		sent++
 		inRequest.Store(false)
 		return err
 	}
-	tick := func(k int) error { // the tick that ends window k
+	tick := func(k int) error { // the tick that ends window k, on every worker
 		now.Store(int64(k+1) * int64(p))
-		if err := w.Tick(ctx); err != nil {
-			return err
+		for i := range modelWorkers {
+			if err := h.Worker(i).Tick(ctx); err != nil {
+				return err
+			}
 		}
-		w.MemorySize() // answers delivered
+		for i := range modelWorkers {
+			h.Worker(i).MemorySize() // answers delivered
+		}
 		return nil
 	}
 
@@ -293,7 +311,7 @@ func simulate(ctx context.Context, mod *wasmhost.Module, c modelCase) (*modelRow
 				j++
 			}
 		}
-		return r, w.Crashed()
+		return r, crashed(h)
 	}
 
 	warm, counted := n, modelIntervals*n
@@ -327,5 +345,15 @@ func simulate(ctx context.Context, mod *wasmhost.Module, c modelCase) (*modelRow
 			r.wakeups++
 		}
 	}
-	return r, w.Crashed()
+	return r, crashed(h)
+}
+
+// crashed returns the first worker crash of h, or nil.
+func crashed(h *wasmhost.Host) error {
+	for i := range h.Workers() {
+		if err := h.Worker(i).Crashed(); err != nil {
+			return err
+		}
+	}
+	return nil
 }

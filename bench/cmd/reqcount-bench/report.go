@@ -193,7 +193,7 @@ func (r *results) markdown() report {
 		row("wake-up latency", fmt.Sprintf("filter authority, flush_interval %v", wakeupInterval), value, detail)
 	}
 	for _, m := range r.model {
-		row("model: operator messages/s", m.name, groupf(meshRate(m.perWorker()))+"/s", m.detail())
+		row("model: operator messages/s", m.name, groupf(meshRate(m.perSidecar()))+"/s", m.detail())
 	}
 	for _, m := range r.sizes {
 		what := m.name + ".wasm"
