@@ -11,38 +11,47 @@
 // left it). It has no delete, no key listing, and no atomic create: a set of a key
 // that does not exist always succeeds, whatever CAS it carries (two workers that
 // both find a key missing both "create" it, and the later write wins). So every
-// key below has a single writer, except three small ones that are created with a
-// CAS no real value carries (a set that fails if the key exists; see Create) and
-// then only changed by compare-and-swap. Values are text, one record per line.
+// key below has a single writer, except the list, the lease and the wake-up times:
+// those are created with a CAS no real value carries (a set that fails if the key
+// exists; see Create) and then only changed by compare-and-swap. Values are text,
+// one record per line.
 //
-//   - "reqcount.v1.out.<worker>" (writer: that worker): its outbox. The header
-//     "v1 <heartbeat unix ms> <next gen>", then a line "<svc.ns> <gen> <cum>" per
-//     key: cum is every request the worker counted for the key since the entry was
-//     made (generation gen). Counts move from the worker's table into cum once per
-//     tick; from then on they are the Envoy's, whatever happens to the worker.
-//   - "reqcount.v1.ack.<worker>" (writers: lease holders, by compare-and-swap):
-//     "v1", then "<svc.ns> <gen> <delivered> <holder> <until unix ms>" per key:
-//     how much of that worker's cum the collector has accepted (2xx), and which
-//     holder has reserved the rest, until when. A holder sends only what it
-//     reserved, and renews its reservations on every tick; a reservation outlives
-//     a call's timeout, so a holder that lost the lease (its VM stalled, say)
-//     still settles its calls in flight before anyone else may send those counts
-//     again. A worker drops an outbox entry once it is fully delivered; its next
-//     request for the key starts a new generation, so an old ack line never covers
-//     new counts.
-//   - "reqcount.v1.workers" (CAS): "v1 <worker> <worker> …", the outboxes the
-//     lease holder reads. Each worker checks on every tick that it is listed.
+//   - "reqcount.v1.out.<worker>.<shard>" (writer: that worker, by compare-and-swap
+//     against a holder emptying it): one shard of its outbox (keys are spread over
+//     as many shards as a flush interval has ticks, by an FNV hash of the key, so
+//     that a tick publishes and collects a small share). The header
+//     "v1 <written unix ms> <next gen>", then a line "<svc.ns> <gen> <cum>" per key:
+//     cum is every request the worker counted for the key since the entry was made
+//     (generation gen). Counts move from the worker's table into cum at their
+//     shard's tick; from then on they are the Envoy's, whatever happens to the
+//     worker.
+//   - "reqcount.v1.ack.<worker>.<shard>" (writers: lease holders, by
+//     compare-and-swap): "v1", then "<svc.ns> <gen> <delivered> <holder> <until
+//     unix ms>" per key: how much of that shard's cum the collector has accepted
+//     (2xx), and which holder has reserved the rest, until when. A holder sends
+//     only what it reserved, and renews its reservations whenever it collects;
+//     a reservation outlives a call's timeout, so a holder that lost the lease (its
+//     VM stalled, say) still settles its calls in flight before anyone else may
+//     send those counts again. A worker drops an outbox entry once it is fully
+//     delivered; its next request for the key starts a new generation, so an old
+//     ack line never covers new counts.
+//   - "reqcount.v1.beat.<worker>" (writer: that worker): its last heartbeat, unix ms.
+//   - "reqcount.v1.workers" (CAS): "v1 <worker>/<shards> …", the outboxes the lease
+//     holder reads. Each worker checks on every publish that it is listed.
 //   - "reqcount.v1.lease" (CAS): "v1 <worker> <expiry unix ms> [released]". The
 //     holder renews it every tick; another worker takes it once it expired or was
 //     released. Only the holder sends regular reports.
-//   - "reqcount.v1.wake" (CAS): "v1", then "<svc.ns> <unix ms>" per key: the last
-//     wake-up any worker sent for the key, at most a bound of lines; a worker
-//     claims a wake-up by a successful swap.
+//   - "reqcount.v1.wake.<0..63>" (CAS): "v1", then "<svc.ns> <unix ms>" per key
+//     (keys spread over 64 values by hash): the last wake-up any worker sent for
+//     the key, the newest about max_keys kept in all; a worker claims a wake-up by
+//     a successful swap.
 //
 // Worker ids are 16 random hex digits, new for every VM start: a restarted worker
 // never reuses an outbox, and the old one is delivered by the lease holder like
-// any other, then emptied and unlisted once its worker's heartbeat stopped. So
-// nothing merged is lost when a worker stops or its VM dies, and nothing is
+// any other, then emptied (by compare-and-swap: a worker alive after all keeps
+// its newer outbox) and unlisted once its heartbeat stopped; a worker that finds
+// a shard emptied drops what it had published there (all of it was delivered).
+// So nothing merged is lost when a worker stops or its VM dies, and nothing is
 // counted twice by a restart. Calls the lease holder had in flight when its VM
 // died are sent again by the next holder (their acks were never written): the one
 // case of at-least-once.

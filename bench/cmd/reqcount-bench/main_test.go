@@ -87,9 +87,11 @@ func TestQuickRun(t *testing.T) {
 	}
 	// Rows whose subject ends with figures read from package config.
 	prefixed := []string{
-		"longest tick, 1k keys | filter header, single, flush_interval ",
-		"longest tick, 1k keys | filter header, batch, flush_interval ",
-		"one-tick flush, 1k keys | filter header, single, whole table in one tick (",
+		"longest tick, 1k keys | filter header, single, aggregate envoy, flush_interval ",
+		"longest tick, 1k keys | filter header, batch, aggregate envoy, flush_interval ",
+		"longest tick, 1k keys | filter header, single, aggregate worker, flush_interval ",
+		"longest tick, 1k keys | filter header, batch, aggregate worker, flush_interval ",
+		"one-tick flush, 1k keys | filter header, single, aggregate worker, whole table in one tick (",
 	}
 	for _, row := range prefixed {
 		if !strings.Contains(table, "| "+row) {
@@ -114,8 +116,8 @@ func TestQuickRun(t *testing.T) {
 		"filter authority with ignore_paths and ignore_user_agents ≤ 1.35 × authority-floor",
 		"filter authority with neither include nor ignore rules reads one header per request",
 		"filter authority ≤ 1.00 × authority-floor", "linear memory after 20k ≤ the noop floor's + 1 MiB",
-		"guest GC cycles per million requests once warm ≤ 1", "longest tick at 1k keys, single mode, ≤ 10.000 ms",
-		"longest tick at 1k keys, batch mode, ≤ 10.000 ms", "wake-up latency", "p99 < 10.000 ms", "model, new defaults, include"} {
+		"guest GC cycles per million requests once warm ≤ 1", "longest tick at 1k keys, single mode, aggregate envoy, ≤ 10.000 ms",
+		"longest tick at 1k keys, batch mode, aggregate envoy, ≤ 10.000 ms", "longest tick at 1k keys, single mode, aggregate worker, ≤ 10.000 ms", "wake-up latency", "p99 < 10.000 ms", "model, new defaults, include"} {
 		if !strings.Contains(table, target) {
 			t.Errorf("targets do not mention %q", target)
 		}

@@ -264,7 +264,8 @@ func simulate(ctx context.Context, mod *wasmhost.Module, c modelCase) (*modelRow
 		hs[0][1] = svc + ".shop.svc.cluster.local:8080"
 		now.Store(int64(at))
 		inRequest.Store(true)
-		// The sidecar's workers take the requests in turn.
+		// The sidecar's workers take the requests in turn, so that each key's
+		// requests reach every worker.
 		_, err := h.Worker(sent%modelWorkers).Request(ctx, wasmhost.Request{Headers: hs})
 		sent++
 		inRequest.Store(false)
@@ -285,7 +286,10 @@ func simulate(ctx context.Context, mod *wasmhost.Module, c modelCase) (*modelRow
 
 	if c.sporadic {
 		times := sporadicTimes(cfg.FlushInterval)
-		end := times[len(times)-1] + cfg.FlushInterval + 2*p
+		// Two intervals: with aggregate: envoy a count is published at its
+		// shard's tick on its worker and collected at that shard's tick of the
+		// lease holder, each once per interval.
+		end := times[len(times)-1] + 2*cfg.FlushInterval + 2*p
 		next := 0
 		for k := 0; time.Duration(k)*p < end; k++ {
 			for next < len(times) && times[next] < time.Duration(k+1)*p {
@@ -315,11 +319,14 @@ func simulate(ctx context.Context, mod *wasmhost.Module, c modelCase) (*modelRow
 	}
 
 	warm, counted := n, modelIntervals*n
+	perKey := make([]int, modelKeys)
 	for k := 0; k < warm+counted; k++ {
 		for i := range modelKeys {
 			m := requestsInWindow(k, p, modelRPS)
 			for j := range m {
 				at := time.Duration(k)*p + time.Duration(j)*p/time.Duration(m)
+				sent = perKey[i] // a key's requests go to the workers in turn: each sees every key
+				perKey[i]++
 				if err := request(at, modelService(i)); err != nil {
 					return nil, err
 				}

@@ -269,15 +269,15 @@ func (r *results) markdown() report {
 		}
 		all := durationSpread(g.longest)
 		target(len(g.longest) > 0 && g.longestTick() <= targetLongestTick,
-			"longest tick at %s keys, %s mode, ≤ %s of guest time: %s (median over %d flush intervals of %d ticks of each interval's longest; longest of all %s)",
-			keys, g.mode, ms(targetLongestTick), ms(g.longestTick()), all.N, g.ticks, ms(time.Duration(all.Max)))
+			"longest tick at %s keys, %s mode, aggregate %s, ≤ %s of guest time: %s (median over %d flush intervals of %d ticks of each interval's longest; longest of all %s)",
+			keys, g.mode, g.aggregate, ms(targetLongestTick), ms(g.longestTick()), all.N, g.ticks, ms(time.Duration(all.Max)))
 	}
 	for _, g := range r.guestFlush {
 		detail := g.problems()
 		if detail == "" {
 			detail = fmt.Sprintf("%d flush intervals, each flushed one count per key", g.runs+1)
 		}
-		mode := g.mode + " mode"
+		mode := g.mode + " mode, aggregate " + g.aggregate
 		if g.oneTick {
 			mode += ", one tick"
 		}

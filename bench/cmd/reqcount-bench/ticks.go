@@ -28,6 +28,9 @@ import (
 // recorded and reported (a MISS in the targets) and the run goes on.
 type guestFlush struct {
 	mode string
+	// aggregate is the configuration's aggregate: envoy (the default; the
+	// ticks also publish to and collect from shared data) or worker.
+	aggregate string
 	// oneTick marks the context measurement: a flush_interval whose tick
 	// period is the interval itself, so the whole table goes out in one
 	// tick, as every tick did before the sends were spread.
@@ -55,9 +58,9 @@ type guestFlush struct {
 // subject names the row.
 func (g *guestFlush) subject() string {
 	if g.oneTick {
-		return fmt.Sprintf("filter header, %s, whole table in one tick (flush_interval %v, 1 tick per interval: the cost of one tick before the spread)", g.mode, g.flushInterval)
+		return fmt.Sprintf("filter header, %s, aggregate %s, whole table in one tick (flush_interval %v, 1 tick per interval: the cost of one tick before the spread)", g.mode, g.aggregate, g.flushInterval)
 	}
-	return fmt.Sprintf("filter header, %s, flush_interval %v (default), %d ticks of %v", g.mode, g.flushInterval, g.ticks, g.tickPeriod)
+	return fmt.Sprintf("filter header, %s, aggregate %s, flush_interval %v (default), %d ticks of %v", g.mode, g.aggregate, g.flushInterval, g.ticks, g.tickPeriod)
 }
 
 // ok reports whether every run completed and flushed exactly what it counted,
@@ -99,10 +102,13 @@ func runGuestFlush(ctx context.Context, o options, mod *wasmhost.Module) ([]*gue
 	}
 	var out []*guestFlush
 	for _, c := range []struct {
-		mode     string
-		interval time.Duration // 0: the default
-	}{{"single", 0}, {"batch", 0}, {"single", one}} {
-		g, err := guestFlushMode(ctx, o, mod, c.mode, c.interval)
+		mode, aggregate string
+		interval        time.Duration // 0: the default
+	}{
+		{"single", "envoy", 0}, {"batch", "envoy", 0}, {"single", "worker", 0}, {"batch", "worker", 0},
+		{"single", "worker", one},
+	} {
+		g, err := guestFlushMode(ctx, o, mod, c.mode, c.aggregate, c.interval)
 		if err != nil {
 			return nil, err
 		}
@@ -127,10 +133,10 @@ func oneTickInterval() (time.Duration, error) {
 	return 0, errors.New("no flush_interval down to 1ms has one tick per interval")
 }
 
-func guestFlushMode(ctx context.Context, o options, mod *wasmhost.Module, mode string, interval time.Duration) (*guestFlush, error) {
+func guestFlushMode(ctx context.Context, o options, mod *wasmhost.Module, mode, aggregate string, interval time.Duration) (*guestFlush, error) {
 	// Wake-ups off: the first request of each new key would otherwise be
 	// sent at once, leaving nothing for the ticks to measure in the first run.
-	conf := fmt.Sprintf(`{"cluster":%q,"key_source":"header","mode":%q,"max_keys":%d,"wake_after":"0s"`, cluster, mode, o.keys)
+	conf := fmt.Sprintf(`{"cluster":%q,"key_source":"header","mode":%q,"aggregate":%q,"max_keys":%d,"wake_after":"0s"`, cluster, mode, aggregate, o.keys)
 	if interval > 0 {
 		conf += fmt.Sprintf(`,"flush_interval":%q`, interval)
 	}
@@ -139,7 +145,7 @@ func guestFlushMode(ctx context.Context, o options, mod *wasmhost.Module, mode s
 	if err != nil {
 		return nil, fmt.Errorf("guest flush %s: %w", mode, err)
 	}
-	g := &guestFlush{mode: mode, oneTick: interval > 0, runs: o.flushRuns, flushInterval: cfg.FlushInterval}
+	g := &guestFlush{mode: mode, aggregate: aggregate, oneTick: interval > 0, runs: o.flushRuns, flushInterval: cfg.FlushInterval}
 	ok := okResponse()
 	// The dispatcher runs inside proxy_http_call, so inside the timed tick:
 	// it only keeps the body (already the host's copy) and answers; the
