@@ -30,6 +30,7 @@ type aggregator struct {
 	merged  *table.Table
 	mflush  *flush.Flusher
 	avail   map[string][]merge.Part
+	filled  []table.Ref // merged entries refill gave a Pending
 	leading bool
 	// slices is the number of outbox shards, one per tick of a flush interval;
 	// phase shifts which one this worker publishes (and, leading, collects) first.
@@ -57,9 +58,9 @@ func newAggregator(p *pluginContext, cfg config.Config) *aggregator {
 		// A holder renews the lease every tick; three missed ticks, at least a
 		// second, and another worker takes over.
 		leaseMs: max(3*tick, 1000),
-		// A reservation covers a call sent at the last collect until well after
-		// its timeout (merge.Leader.Collect).
-		holdMs:      cfg.Timeout.Milliseconds() + 3*tick + 1000,
+		// A reservation covers a call sent at a collect for more than holdMs/2,
+		// well after its timeout (merge.Leader.Collect).
+		holdMs:      2 * (cfg.Timeout.Milliseconds() + 3*tick + 1000),
 		heartbeatMs: max(cfg.FlushInterval.Milliseconds()/2, 1000),
 		avail:       map[string][]merge.Part{},
 	}
@@ -74,8 +75,11 @@ func newAggregator(p *pluginContext, cfg config.Config) *aggregator {
 	a.mflush = flush.New(a.merged, flush.Options{
 		Batch:        cfg.Mode == config.ModeBatch,
 		AbandonAfter: abandonAfter(cfg),
-		Sent:         a.sent,
-		Settled:      a.settled,
+		// A key stays in the merged table for an interval after it was last
+		// collected, not re-made every tick.
+		IdleTicks: uint32(a.slices),
+		Sent:      a.sent,
+		Settled:   a.settled,
 	}, a.dispatch)
 	return a
 }
@@ -118,7 +122,7 @@ func (a *aggregator) slice() int {
 // outbox and writes the shard; all shards when i < 0.
 func (a *aggregator) publish(i int, now int64) {
 	a.p.table.Each(func(_ table.Slot, e *table.Entry) {
-		if e.Pending > 0 && (i < 0 || merge.ShardOf(e.Key, a.slices) == i) && a.worker.Add(e.Key, e.Pending) {
+		if e.Pending > 0 && (i < 0 || int(e.Group) == i) && a.worker.Add(e.Key, e.Pending) {
 			e.Pending = 0
 		}
 	})
@@ -159,24 +163,28 @@ func (a *aggregator) collect(slices []int, now int64) {
 }
 
 // refill sets the merged table's Pending to what the last collect made available
-// (nothing, when this worker does not hold the lease).
+// (nothing, when this worker does not hold the lease): the keys set last time are
+// zeroed, then this time's are set, so a tick's work follows what it collected,
+// not the size of the table.
 func (a *aggregator) refill() {
-	a.merged.Each(func(_ table.Slot, e *table.Entry) {
-		if _, ok := a.avail[e.Key]; !ok {
+	for _, r := range a.filled {
+		if e := a.merged.Get(r); e != nil {
 			e.Pending = 0
 		}
-	})
+	}
+	a.filled = a.filled[:0]
 	for k, parts := range a.avail {
 		var n uint64
 		for _, p := range parts {
 			n += p.N
 		}
-		_, e, _, ok := a.merged.Ensure([]byte(k))
+		r, e, _, ok := a.merged.Ensure([]byte(k))
 		if !ok {
 			delete(a.avail, k) // full: it waits in shared data for a later tick
 			continue
 		}
 		e.Pending = n
+		a.filled = append(a.filled, r)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/reqcount/reqcount/filter/config"
 	"github.com/reqcount/reqcount/filter/key"
+	"github.com/reqcount/reqcount/filter/merge"
 	"github.com/reqcount/reqcount/filter/table"
 )
 
@@ -176,6 +177,9 @@ func (p *pluginContext) countKey(k []byte) (table.Ref, bool) {
 	}
 	if added {
 		e.Excluded = !p.counts(k)
+		if p.agg != nil {
+			e.Group = int32(merge.ShardOf(e.Key, p.agg.slices))
+		}
 	}
 	p.countEntry(ref, e)
 	return ref, true

@@ -245,7 +245,16 @@ func AppendAcks(dst []byte, a Acks) []byte {
 		if holder == "" {
 			holder = "-"
 		}
-		dst = fmt.Appendf(dst, "%s %d %d %s %d\n", k, d.Gen, d.Delivered, holder, d.UntilMs)
+		dst = append(dst, k...)
+		dst = append(dst, ' ')
+		dst = strconv.AppendUint(dst, uint64(d.Gen), 10)
+		dst = append(dst, ' ')
+		dst = strconv.AppendUint(dst, d.Delivered, 10)
+		dst = append(dst, ' ')
+		dst = append(dst, holder...)
+		dst = append(dst, ' ')
+		dst = strconv.AppendInt(dst, d.UntilMs, 10)
+		dst = append(dst, '\n')
 	}
 	return dst
 }
@@ -259,28 +268,34 @@ func ParseAcks(data []byte) (Acks, error) {
 	if string(head) != "v1" {
 		return nil, fmt.Errorf("acks: bad header %q", head)
 	}
-	a := Acks{}
+	a := make(Acks, bytes.Count(rest, []byte("\n")))
+	var f [5][]byte
+	holders := map[string]string{} // one string per holder, not per line
 	for len(rest) > 0 {
 		var line []byte
 		line, rest, _ = bytes.Cut(rest, []byte("\n"))
 		if len(line) == 0 {
 			continue
 		}
-		f := strings.Fields(string(line))
-		if len(f) != 5 {
+		if !fields(line, f[:]) {
 			return nil, fmt.Errorf("acks: bad line %q", line)
 		}
-		gen, err1 := strconv.ParseUint(f[1], 10, 32)
-		n, err2 := strconv.ParseUint(f[2], 10, 64)
-		until, err3 := strconv.ParseInt(f[4], 10, 64)
-		if err1 != nil || err2 != nil || err3 != nil {
+		gen, ok1 := parseUint(f[1], 32)
+		n, ok2 := parseUint(f[2], 64)
+		until, ok3 := parseUint(f[4], 63)
+		if !ok1 || !ok2 || !ok3 {
 			return nil, fmt.Errorf("acks: bad line %q", line)
 		}
-		d := Ack{Gen: uint32(gen), Delivered: n, Holder: f[3], UntilMs: until}
-		if d.Holder == "-" {
-			d.Holder = ""
+		d := Ack{Gen: uint32(gen), Delivered: n, UntilMs: int64(until)}
+		if string(f[3]) != "-" {
+			h, ok := holders[string(f[3])]
+			if !ok {
+				h = string(f[3])
+				holders[h] = h
+			}
+			d.Holder = h
 		}
-		a[f[0]] = d
+		a[string(f[0])] = d
 	}
 	return a, nil
 }
@@ -304,25 +319,62 @@ func appendCums(dst []byte, m map[string]Cum) []byte {
 }
 
 func parseCums(data []byte) (map[string]Cum, error) {
-	m := map[string]Cum{}
+	m := make(map[string]Cum, bytes.Count(data, []byte("\n")))
+	var f [3][]byte
 	for len(data) > 0 {
 		var line []byte
 		line, data, _ = bytes.Cut(data, []byte("\n"))
 		if len(line) == 0 {
 			continue
 		}
-		f := strings.Fields(string(line))
-		if len(f) != 3 {
+		if !fields(line, f[:]) {
 			return nil, fmt.Errorf("bad line %q", line)
 		}
-		gen, err1 := strconv.ParseUint(f[1], 10, 32)
-		n, err2 := strconv.ParseUint(f[2], 10, 64)
-		if err1 != nil || err2 != nil || f[0] == "" {
+		gen, ok1 := parseUint(f[1], 32)
+		n, ok2 := parseUint(f[2], 64)
+		if !ok1 || !ok2 {
 			return nil, fmt.Errorf("bad line %q", line)
 		}
-		m[f[0]] = Cum{Gen: uint32(gen), N: n}
+		m[string(f[0])] = Cum{Gen: uint32(gen), N: n}
 	}
 	return m, nil
+}
+
+// fields splits line at single spaces into exactly len(f) non-empty fields,
+// without allocating: the parsers run on every tick.
+func fields(line []byte, f [][]byte) bool {
+	for i := range f {
+		var field []byte
+		var more bool
+		field, line, more = bytes.Cut(line, []byte(" "))
+		if len(field) == 0 || (i < len(f)-1) != more {
+			return false
+		}
+		f[i] = field
+	}
+	return true
+}
+
+// parseUint reads a decimal number of at most bits bits, without allocating.
+func parseUint(b []byte, bits int) (uint64, bool) {
+	if len(b) == 0 || len(b) > 20 {
+		return 0, false
+	}
+	var n uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		d := uint64(c - '0')
+		if n > (1<<64-1-d)/10 {
+			return 0, false
+		}
+		n = n*10 + d
+	}
+	if bits < 64 && n >= 1<<bits {
+		return 0, false
+	}
+	return n, true
 }
 
 // Workers is the list of workers whose outboxes the lease holder reads.

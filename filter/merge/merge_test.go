@@ -157,8 +157,8 @@ func TestMergeExact(t *testing.T) {
 func runMerge(t *testing.T, seed int64) {
 	rng := rand.New(rand.NewSource(seed))
 	s := newStore()
-	const leaseMs, deadMs, holdMs, shards = 50, 200, 120, 3
-	const timeoutMs = 60 // Envoy answers every call within its timeout (< holdMs)
+	const leaseMs, deadMs, holdMs, shards = 50, 200, 150, 3
+	const timeoutMs = 60 // Envoy answers every call within its timeout (< holdMs/2)
 	type call struct {
 		id     uint64
 		key    string

@@ -163,7 +163,10 @@ func (w *Worker) publishShard(i int, nowMs int64) error {
 		err = w.s.Set(OutboxKey(w.ID, i), w.buf, cas)
 		if err == nil {
 			sh.dirty = false
-			sh.published = make(map[string]Cum, len(sh.out.Entries))
+			if sh.published == nil {
+				sh.published = make(map[string]Cum, len(sh.out.Entries))
+			}
+			clear(sh.published) // keeps its buckets: no garbage per publish
 			for k, c := range sh.out.Entries {
 				sh.published[k] = c
 			}
@@ -348,9 +351,9 @@ func NewLeader(s Store, id string) *Leader {
 // Collect reads the outbox shards of every listed worker that belong to slice
 // (shard j of a worker with S shards belongs to slice j % slices) and their acks,
 // reserves until nowMs + holdMs what is undelivered and not reserved by another
-// holder, and returns, per key, the parts reserved and not in flight. holdMs must
-// exceed the calls' timeout: a holder that loses the lease stops renewing, and
-// its calls in flight must be answered before the reservation ends. At slice 0 a
+// holder, and returns, per key, the parts reserved and not in flight. holdMs/2
+// must exceed the calls' timeout: a holder that loses the lease stops renewing,
+// and its calls in flight must be answered before the reservation ends. At slice 0 a
 // worker whose heartbeat is older than deadMs and whose outbox is fully delivered
 // is unlisted and its keys emptied. Call it only while holding the lease.
 func (l *Leader) Collect(slice, slices int, nowMs, deadMs, holdMs int64) (map[string][]Part, error) {
@@ -447,9 +450,11 @@ func (l *Leader) collectShard(id string, j int, nowMs, holdMs int64, avail map[s
 		if a.Holder != l.id && a.Holder != "" && nowMs < a.UntilMs {
 			continue // reserved by another holder, who may have it in flight
 		}
-		// Renewed on every collect, in flight or not: a call sent now is covered
-		// for holdMs, longer than its timeout, whatever happens to the lease.
-		if a.Holder != l.id || a.UntilMs != nowMs+holdMs {
+		// Renewed once less than half of holdMs is left, in flight or not: a
+		// call sent now is covered for more than holdMs/2, longer than its
+		// timeout, whatever happens to the lease; and the acks are not rewritten
+		// on every collect.
+		if a.Holder != l.id || a.UntilMs < nowMs+holdMs/2 {
 			a.Holder, a.UntilMs, changed = l.id, nowMs+holdMs, true
 		}
 		acks[k] = a

@@ -23,6 +23,10 @@ type Entry struct {
 	// Unmetered is the number of requests counted since the key's per-service
 	// metric was last brought up to date (package main's series).
 	Unmetered uint64
+	// Group is the caller's: a number it assigns a key when the key is added
+	// (package main: its outbox shard with aggregate: envoy), so that a pass over
+	// the table can pick a group without hashing every key.
+	Group int32
 	// Excluded marks a key the configuration does not count (include/exclude): it
 	// is held so that the decision is made once per key, and is never sent.
 	Excluded bool
