@@ -67,7 +67,7 @@ var modelCases = []modelCase{
 type modelRow struct {
 	modelCase
 	flushInterval, wakeAfter, tickPeriod time.Duration
-	voices                               int // reporters per sidecar: its workers, or 1 with aggregate: envoy
+	voices                               int           // reporters per sidecar: its workers, or 1 with aggregate: envoy
 	keys                                 int           // keys counted (reported to the operator)
 	span                                 time.Duration // simulated time counted
 	messages                             int           // accepted by the collector in the span
