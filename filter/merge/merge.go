@@ -139,6 +139,9 @@ func Create(s Store, key string, value []byte) (bool, error) {
 type Cum struct {
 	Gen uint32
 	N   uint64
+	// Pub is N as the worker last wrote it (its own bookkeeping, not encoded):
+	// what a lease holder may have delivered.
+	Pub uint64
 }
 
 // Outbox is one worker's published counts: its own view is the truth (it is the

@@ -31,11 +31,12 @@ type Worker struct {
 type shard struct {
 	out   Outbox
 	dirty bool
-	// published is the shard as last written: what the lease holder may have
-	// delivered. A holder empties the shards of a worker it takes for dead only
-	// once all of them were delivered, so a worker that finds a shard emptied
-	// drops exactly that much (forgetPublished).
-	published map[string]Cum
+	// written is set once the shard was written: from then on each entry's Pub
+	// is what the lease holder may have delivered. A holder empties the shards
+	// of a worker it takes for dead only once all of them were delivered, so a
+	// worker that finds a shard emptied drops exactly that much
+	// (forgetPublished).
+	written bool
 }
 
 // ShardOf returns the outbox shard of key among n: an FNV-1a hash, so that every
@@ -151,7 +152,7 @@ func (w *Worker) publishShard(i int, nowMs int64) error {
 		if err != nil {
 			return fmt.Errorf("publish outbox: %w", err)
 		}
-		if ok && len(v) == 0 && sh.published != nil {
+		if ok && len(v) == 0 && sh.written {
 			w.forgetPublished(sh)
 		}
 		if !sh.dirty {
@@ -163,12 +164,12 @@ func (w *Worker) publishShard(i int, nowMs int64) error {
 		err = w.s.Set(OutboxKey(w.ID, i), w.buf, cas)
 		if err == nil {
 			sh.dirty = false
-			if sh.published == nil {
-				sh.published = make(map[string]Cum, len(sh.out.Entries))
-			}
-			clear(sh.published) // keeps its buckets: no garbage per publish
+			sh.written = true
 			for k, c := range sh.out.Entries {
-				sh.published[k] = c
+				if c.Pub != c.N {
+					c.Pub = c.N
+					sh.out.Entries[k] = c
+				}
 			}
 			return nil
 		}
@@ -182,12 +183,11 @@ func (w *Worker) publishShard(i int, nowMs int64) error {
 // emptied it (all of it delivered), and gives what is left new generations, so
 // that no ack of the old shard can cover it.
 func (w *Worker) forgetPublished(sh *shard) {
-	for k, p := range sh.published {
-		c, ok := sh.out.Entries[k]
-		if !ok || c.Gen != p.Gen {
+	for k, c := range sh.out.Entries {
+		if c.Pub == 0 {
 			continue
 		}
-		c.N -= min(p.N, c.N)
+		c.N -= min(c.Pub, c.N)
 		if c.N == 0 {
 			delete(sh.out.Entries, k)
 			w.keys--
@@ -196,7 +196,6 @@ func (w *Worker) forgetPublished(sh *shard) {
 		sh.out.NextGen++
 		sh.out.Entries[k] = Cum{Gen: sh.out.NextGen, N: c.N}
 	}
-	sh.published = map[string]Cum{}
 	sh.dirty = true
 }
 
@@ -679,12 +678,14 @@ func (w *Worker) Snapshot() Outbox {
 	return o
 }
 
-// Published returns a copy of the outbox entries as last written, all shards.
+// Published returns the outbox entries as last written, all shards.
 func (w *Worker) Published() map[string]Cum {
 	out := map[string]Cum{}
 	for _, sh := range w.shards {
-		for k, c := range sh.published {
-			out[k] = c
+		for k, c := range sh.out.Entries {
+			if c.Pub > 0 {
+				out[k] = Cum{Gen: c.Gen, N: c.Pub}
+			}
 		}
 	}
 	return out
