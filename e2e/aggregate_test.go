@@ -81,26 +81,24 @@ func TestAggregateEnvoy(t *testing.T) {
 	t.Logf("stopped worker %d (lease holder), killed worker %d: totals exact; lease %q", holder, victim, lease)
 
 	// 3. The collector fails with 500s while traffic goes on, then heals.
-	coll.FailWith(500)
-	plans, w = spread(workers, total/4/(workers-2), targets)
-	for i := range gone {
-		plans[i] = nil
+	sendOnLiveWorkers := func() { // an eighth of the total over the workers left
+		plans, _ := spread(workers, total/8/(workers-len(gone)), targets)
+		for i := range gone {
+			plans[i] = nil
+		}
+		send(t, ctx, h, plans)
+		add(planTotals(plans, targets))
 	}
-	w = planTotals(plans, targets)
-	send(t, ctx, h, plans)
-	add(w)
+	coll.FailWith(500)
+	sendOnLiveWorkers()
+	sendOnLiveWorkers()
 	if err := coll.WaitFor(ctx, func(_ map[collector.Key]int, s collector.Stats) bool { return s.Injected >= 3 }); err != nil {
 		t.Fatalf("no failed calls: %v", err)
 	}
 	expectNotBeyond(t, coll, want)
 	coll.FailWith(0)
-	plans, _ = spread(workers, total/4/(workers-2), targets)
-	for i := range gone {
-		plans[i] = nil
-	}
-	w = planTotals(plans, targets)
-	send(t, ctx, h, plans)
-	add(w)
+	sendOnLiveWorkers()
+	sendOnLiveWorkers()
 	waitTotals(t, ctx, coll, want)
 
 	// 4. Shut down: the totals stay exact. The per-service counters never count a

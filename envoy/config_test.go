@@ -298,29 +298,14 @@ func checkWasmFilter(pc *wasmv3.PluginConfig, clusters map[string]bool) error {
 // checkWasmPlugin checks an Istio WasmPlugin: its spec read strictly into Istio's
 // API type, the fields it needs, and its pluginConfig parsed by the filter's parser.
 func checkWasmPlugin(top map[string]json.RawMessage) error {
-	var apiVersion, kind string
-	_ = json.Unmarshal(top["apiVersion"], &apiVersion)
+	var kind string
 	_ = json.Unmarshal(top["kind"], &kind)
 	if kind != istioKind {
 		return fmt.Errorf("kind %q is not one this test checks (only %s, %s, %s and Envoy bootstraps): teach the test, or keep the file out of envoy/", kind, istioKind, kindIstioOperator, kindElastiService)
 	}
-	if apiVersion != istioAPIVersion {
-		return fmt.Errorf("apiVersion %q, want %q", apiVersion, istioAPIVersion)
-	}
-	for k := range top {
-		if !slices.Contains([]string{"apiVersion", "kind", "metadata", "spec"}, k) {
-			return fmt.Errorf("unknown top-level field %q", k)
-		}
-	}
-	var meta struct {
-		Name      string `json:"name"`
-		Namespace string `json:"namespace"`
-	}
-	if err := json.Unmarshal(top["metadata"], &meta); err != nil {
-		return fmt.Errorf("metadata: %w", err)
-	}
-	if !isDNSName(meta.Name, 1) || !messages.IsDNS1123Label(meta.Namespace) {
-		return fmt.Errorf("metadata needs a name and a namespace (got %q, %q): a WasmPlugin's namespace decides where it applies", meta.Name, meta.Namespace)
+	// A WasmPlugin's namespace decides where it applies: checkObject wants one.
+	if err := checkObject(top, istioAPIVersion); err != nil {
+		return err
 	}
 
 	// Istio's API types carry no generated validation: the checks below are
