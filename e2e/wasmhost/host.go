@@ -69,6 +69,11 @@ type Config struct {
 	// expires). Default nil.
 	Dispatch func(c Callout, reply func(Response))
 
+	// Walltime, when set, is the modules' wall clock (WASI realtime, Go's
+	// time.Now in the guest), e.g. a simulated time that follows manual ticks.
+	// Default nil: the host's clock.
+	Walltime func() time.Time
+
 	// ManualTicks disables the tick timers: proxy_on_tick is then called only
 	// by Worker.Tick / Host.Tick. Default false: each worker calls
 	// proxy_on_tick every period set by proxy_set_tick_period_milliseconds.

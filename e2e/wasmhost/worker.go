@@ -12,6 +12,7 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/sys"
 )
 
 // Callbacks the host calls, indexing Worker.fns and the guest call counters.
@@ -151,6 +152,12 @@ func newWorker(ctx context.Context, h *Host, idx int) (*Worker, error) {
 		WithSysNanotime().
 		WithSysNanosleep().
 		WithRandSource(rand.Reader)
+	if wall := h.cfg.Walltime; wall != nil {
+		cfg = cfg.WithWalltime(func() (int64, int32) {
+			t := wall()
+			return t.Unix(), int32(t.Nanosecond())
+		}, sys.ClockResolution(time.Microsecond))
+	}
 	for k, v := range h.cfg.Env {
 		cfg = cfg.WithEnv(k, v)
 	}

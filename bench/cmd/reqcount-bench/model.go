@@ -227,7 +227,11 @@ func simulate(ctx context.Context, mod *wasmhost.Module, c modelCase) (*modelRow
 	var inRequest atomic.Bool
 	var mu sync.Mutex
 	var got []delivery
+	epoch := time.Now()
 	h, err := wasmhost.New(ctx, mod, wasmhost.Config{
+		// The guest's wall clock (the lease, wake-up claims in shared data)
+		// follows simulated time too.
+		Walltime:     func() time.Time { return epoch.Add(time.Duration(now.Load())) },
 		Workers:      modelWorkers,
 		PluginConfig: []byte(conf),
 		Clusters:     map[string]string{cluster: ""},
