@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/reqcount/reqcount/e2e/wasmhost"
 	"github.com/reqcount/reqcount/filter/filtertest"
 	"github.com/reqcount/reqcount/filter/merge"
+	"github.com/reqcount/reqcount/messages"
 )
 
 // TestAggregateEnvoy runs aggregate: envoy on 8 workers of one host, the way
@@ -126,26 +128,54 @@ func TestAggregateEnvoy(t *testing.T) {
 }
 
 // TestAggregateOneVoice checks the cadence: 8 workers, steady traffic for every
-// key on every worker over several flush intervals, and the collector receives
-// about one regular message per key per interval (8 with aggregate: worker).
+// key on every worker, the workers ticked in lockstep through whole flush
+// intervals (manual ticks, so the machine's load cannot stretch an interval):
+// with aggregate: envoy each key goes out about once per interval from the whole
+// Envoy, with aggregate: worker once per worker; and every request is in its
+// service's counter exactly once.
 func TestAggregateOneVoice(t *testing.T) {
-	const workers, keys, interval, rounds = 8, 10, 300 * time.Millisecond, 10
+	const workers, keys, rounds, warm = 8, 10, 6, 2
 	for _, tc := range []struct {
 		aggregate string
-		lo, hi    float64 // regular messages per key per interval
+		lo, hi    float64 // messages per key per interval, after the warm-up
 	}{
-		{"envoy", 0.7, 1.5},
-		{"worker", 6, 9},
+		{"envoy", 0.8, 1.25},
+		{"worker", 7.5, 8.5},
 	} {
 		t.Run(tc.aggregate, func(t *testing.T) {
+			var mu sync.Mutex
+			round := 0
+			perKey := map[string]int{} // messages after the warm-up
+			h := startHost(t, wasmhost.Config{
+				Workers: workers,
+				PluginConfig: []byte(fmt.Sprintf(`{"cluster":"collector","aggregate":%q,"flush_interval":"1s","wake_after":"0s"}`,
+					tc.aggregate)),
+				Clusters:    map[string]string{"collector": ""},
+				ManualTicks: true,
+				Dispatch: func(c wasmhost.Callout, reply func(wasmhost.Response)) {
+					ms, err := messages.Decode(c.Body)
+					mu.Lock()
+					for _, m := range ms {
+						if round >= warm {
+							perKey[m.Svc+"."+m.Namespace]++
+						}
+					}
+					mu.Unlock()
+					status := 200
+					if err != nil {
+						status = 400
+					}
+					reply(wasmhost.Response{Status: status})
+				},
+			})
 			ctx := boundedCtx(t)
-			coll := startCollector(t, collector.Options{})
-			h := liveHost(t, workers, coll, []byte(fmt.Sprintf(
-				`{"cluster":%q,"aggregate":%q,"flush_interval":%q,"wake_after":"0s"}`, liveCluster, tc.aggregate, interval)))
+			ticks := int(time.Second / h.Worker(0).TickPeriod())
 			targets := services(keys, "shop")
 			want := map[collector.Key]int{}
-			began := time.Now()
 			for r := 0; r < rounds; r++ {
+				mu.Lock()
+				round = r
+				mu.Unlock()
 				plans := make([][]chunk, workers)
 				for i := range plans {
 					for _, tg := range targets {
@@ -154,17 +184,28 @@ func TestAggregateOneVoice(t *testing.T) {
 					}
 				}
 				send(t, ctx, h, plans)
-				time.Sleep(interval)
-			}
-			waitTotals(t, ctx, coll, want)
-			intervals := time.Since(began).Seconds() / interval.Seconds()
-			for k, n := range messagesPerKey(coll) {
-				rate := float64(n) / intervals
-				if rate < tc.lo || rate > tc.hi {
-					t.Errorf("%s: %d messages in %.1f intervals: %.2f per interval, want %.1f to %.1f", k, n, intervals, rate, tc.lo, tc.hi)
+				for k := 0; k < ticks; k++ {
+					if err := h.Tick(ctx); err != nil {
+						t.Fatal(err)
+					}
+					for i := 0; i < workers; i++ {
+						syncWorker(h.Worker(i))
+					}
 				}
 			}
-			shutDown(t, ctx, h, coll, want)
+			mu.Lock()
+			for _, tg := range targets {
+				k := tg.svc + "." + tg.ns
+				rate := float64(perKey[k]) / float64(rounds-warm)
+				if rate < tc.lo || rate > tc.hi {
+					t.Errorf("%s: %d messages in %d intervals: %.2f per interval, want %.2f to %.2f", k, perKey[k], rounds-warm, rate, tc.lo, tc.hi)
+				}
+			}
+			t.Logf("messages per key in %d intervals: %v", rounds-warm, perKey)
+			mu.Unlock()
+			if err := h.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
 			// Every request in its service's counter exactly once, across workers.
 			for k, n := range want {
 				if got := h.Counter(filtertest.SeriesName(k.Svc, k.Namespace)); got != uint64(n) {
