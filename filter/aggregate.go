@@ -140,25 +140,32 @@ func (a *aggregator) publish(i int, now int64) {
 func (a *aggregator) tick() {
 	now, i := nowMs(), a.slice()
 	a.publish(i, now)
-	a.collect([]int{i}, now)
+	a.collect([]int{i}, now, false)
 	a.mflush.Tick()
 }
 
 // collect takes or renews the lease and, holding it, collects the given shards
-// of every worker into the merged table (emptied otherwise).
-func (a *aggregator) collect(slices []int, now int64) {
+// of every worker into the merged table. Without the lease it collects nothing,
+// or, with own (shutting down), what no holder reserved of this worker's own
+// outbox, so that a shutdown does not wait for another worker's ticks.
+func (a *aggregator) collect(slices []int, now int64, own bool) {
 	leading, err := a.worker.Lead(now)
 	a.fail(err)
 	a.leading = leading && err == nil
 	clear(a.avail)
-	if a.leading {
-		for _, i := range slices {
-			avail, err := a.leader.Collect(i, a.slices, now, a.deadMs, a.holdMs)
-			a.fail(err)
-			for k, parts := range avail {
-				a.avail[k] = append(a.avail[k], parts...)
-			}
+	add := func(avail map[string][]merge.Part, err error) {
+		a.fail(err)
+		for k, parts := range avail {
+			a.avail[k] = append(a.avail[k], parts...)
 		}
+	}
+	switch {
+	case a.leading:
+		for _, i := range slices {
+			add(a.leader.Collect(i, a.slices, now, a.deadMs, a.holdMs))
+		}
+	case own:
+		add(a.leader.CollectOwn(a.slices, now, a.holdMs))
 	}
 	a.refill()
 }
@@ -227,16 +234,15 @@ func (a *aggregator) claimWake(key string) bool {
 }
 
 // drain starts the shutdown: everything the worker counted goes into its
-// outbox, and a lease holder reports every shard once more. It returns the calls
-// in flight.
-func (a *aggregator) drain() int {
+// outbox, and what can be sent is sent (drainTick); the worker then waits, tick
+// by tick, until done or doneBy.
+func (a *aggregator) drain() {
 	a.drainTick()
 	a.doneBy = a.p.flusher.Now() + uint32(2*(a.holdMs+a.leaseMs)/max(a.p.cfg.TickPeriod().Milliseconds(), 1)) + 2
-	return a.mflush.InFlight()
 }
 
-// drainTick is a tick while shutting down: publish everything, lead if
-// possible, and send what can be sent, until the worker's outbox is delivered.
+// drainTick is a tick while shutting down: publish everything, collect every
+// shard (of every worker as the lease holder, else of this one), and send.
 func (a *aggregator) drainTick() {
 	now := nowMs()
 	a.publish(-1, now)
@@ -244,15 +250,7 @@ func (a *aggregator) drainTick() {
 	for i := range all {
 		all[i] = i
 	}
-	a.collect(all, now)
-	if !a.leading {
-		// Not the holder: send what no holder reserved of this worker's own
-		// outbox, so that the shutdown does not wait for another worker's ticks.
-		avail, err := a.leader.CollectOwn(a.slices, now, a.holdMs)
-		a.fail(err)
-		a.avail = avail
-		a.refill()
-	}
+	a.collect(all, now, true)
 	a.mflush.SendAll()
 }
 

@@ -55,23 +55,7 @@ func (p *pluginContext) flushStats() flush.Stats {
 	if p.agg == nil {
 		return s
 	}
-	m := p.agg.mflush.Stats()
-	s.CallsSent += m.CallsSent
-	s.CallsDelivered += m.CallsDelivered
-	s.CallsRejected += m.CallsRejected
-	s.CallsReset += m.CallsReset
-	s.CallsAbandoned += m.CallsAbandoned
-	s.DispatchErrors += m.DispatchErrors
-	s.LateAnswers += m.LateAnswers
-	s.CountsSent += m.CountsSent
-	s.CountsDelivered += m.CountsDelivered
-	s.CountsRequeued += m.CountsRequeued
-	if m.LastStatus != 0 {
-		s.LastStatus = m.LastStatus
-	}
-	if m.LastDispatchError != nil {
-		s.LastDispatchError = m.LastDispatchError
-	}
+	s.AddCalls(p.agg.mflush.Stats())
 	return s
 }
 

@@ -103,7 +103,7 @@ func (p *pluginContext) countAuthority(authority string) {
 	// Consecutive requests often carry the same authority: a string compare is
 	// cheaper than the memo's hash. The authority aliases host-copied bytes that
 	// the next callback overwrites (filter/_sdkabi), so it is remembered as a copy.
-	if p.lastAuthority.is(authority) && (p.bump(p.table.Get(p.lastRef)) || p.countRef(p.lastRef)) {
+	if p.lastAuthority.is(authority) && p.countRef(p.lastRef) {
 		return
 	}
 	var ref table.Ref
@@ -111,7 +111,7 @@ func (p *pluginContext) countAuthority(authority string) {
 	if p.memo != nil {
 		ref, ok = p.memo.Get(authority)
 	}
-	if !ok || !(p.bump(p.table.Get(ref)) || p.countRef(ref)) {
+	if !ok || !p.countRef(ref) {
 		k, reason := p.parser.AppendAuthority(p.keyBuf[:0], authority)
 		if ref, ok = p.count(k, reason); !ok {
 			return
@@ -195,23 +195,18 @@ func (p *pluginContext) counts(k []byte) bool {
 }
 
 // countRef adds one request to the entry ref names and returns true, or returns
-// false, counting nothing, if that entry is gone.
+// false, counting nothing, if that entry is gone. Small enough to be inlined
+// into the hot path, with bump: a key counted since the last tick costs no call.
 func (p *pluginContext) countRef(ref table.Ref) bool {
 	e := p.table.Get(ref)
-	if e == nil {
-		return false
-	}
-	if !p.bump(e) {
-		p.countEntry(ref, e)
-	}
-	return true
+	return e != nil && (p.bump(e) || p.countEntry(ref, e))
 }
 
 // bump counts one request into e if e was counted since the last tick already
-// (so it is not excluded and does not wake): the common case, small enough to be
-// inlined into the hot path. It returns false, counting nothing, otherwise.
+// (so it is not excluded and does not wake): the common case. It returns false,
+// counting nothing, otherwise.
 func (p *pluginContext) bump(e *table.Entry) bool {
-	if e == nil || e.Last != p.now || e.Excluded {
+	if e.Last != p.now || e.Excluded {
 		return false
 	}
 	e.Pending++
@@ -222,12 +217,13 @@ func (p *pluginContext) bump(e *table.Entry) bool {
 
 // countEntry counts one request into e (an excluded key's requests are only
 // tallied), and wakes the key if it was silent for longer than wake_after: never
-// counted before, or its last request more than wakeTicks ticks ago.
-func (p *pluginContext) countEntry(ref table.Ref, e *table.Entry) {
+// counted before, or its last request more than wakeTicks ticks ago. It returns
+// true (the request was taken), for countRef.
+func (p *pluginContext) countEntry(ref table.Ref, e *table.Entry) bool {
 	if e.Excluded {
 		e.Last = p.now
 		p.tallies.excluded++
-		return
+		return true
 	}
 	wake := p.wakeTicks > 0 && (e.Last == 0 || p.now-e.Last > p.wakeTicks)
 	e.Pending++
@@ -237,4 +233,5 @@ func (p *pluginContext) countEntry(ref table.Ref, e *table.Entry) {
 	if wake {
 		p.wake(ref)
 	}
+	return true
 }

@@ -38,6 +38,20 @@ func syntheticModule(n int, seed byte) []byte {
 	return m
 }
 
+// readIndex opens the OCI layout in dir and reads its index.json.
+func readIndex(t *testing.T, dir string) (v1.ImageIndex, *v1.IndexManifest) {
+	t.Helper()
+	idx, err := layout.ImageIndexFromPath(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return idx, im
+}
+
 func mustImage(t *testing.T, module []byte) v1.Image {
 	t.Helper()
 	img, err := oci.Image(module)
@@ -113,14 +127,7 @@ func TestLayout(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			idx, err := layout.ImageIndexFromPath(dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			im, err := idx.IndexManifest()
-			if err != nil {
-				t.Fatal(err)
-			}
+			idx, im := readIndex(t, dir)
 			if len(im.Manifests) != 1 {
 				t.Fatalf("index.json lists %d manifests, want 1", len(im.Manifests))
 			}
@@ -390,14 +397,7 @@ func TestWriteLayoutReplaces(t *testing.T) {
 		}
 		last, _ = img.Digest()
 	}
-	idx, err := layout.ImageIndexFromPath(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	im, err := idx.IndexManifest()
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, im := readIndex(t, dir)
 	if len(im.Manifests) != 1 || im.Manifests[0].Digest != last {
 		t.Errorf("after two writes index.json lists %v, want only %s", im.Manifests, last)
 	}

@@ -217,25 +217,7 @@ func deliveryScenarios() []Scenario {
 			expectCounter(t, h, MetricDelivered, 5)
 			expectCounter(t, h, MetricCountsRequeued, 1)
 		}},
-		{Name: "aggregate/envoy: shutdown reports what was counted and waits", Run: func(t testing.TB, h Host) {
-			start(t, h, cfg(`"aggregate":"envoy"`))
-			h.Request(Authority("web.shop"))
-			h.Tick()
-			h.Request(Authority("web.shop")) // held: web.shop is in flight
-			if h.Shutdown() {
-				t.Fatal("finished at once with counts to send")
-			}
-			expectSent(t, h, msg(1, "web", "shop"))
-			answerAll(h, 200)
-			expectSent(t, h, msg(1, "web", "shop")) // the held count, sent once the first was delivered
-			if h.PluginDone() {
-				t.Fatal("finished with a call in flight")
-			}
-			answerAll(h, 200)
-			if !h.PluginDone() {
-				t.Fatal("did not finish after its last answer")
-			}
-		}},
+		{Name: "aggregate/envoy: shutdown reports what was counted and waits", Run: shutdownSendsHeld(`"aggregate":"envoy"`)},
 		{Name: "aggregate/envoy: wake-up claimed in shared data", Run: func(t testing.TB, h Host) {
 			start(t, h, cfg(`"aggregate":"envoy","flush_interval":"1s","wake_after":"1s"`))
 			h.Request(Authority("web.shop"))

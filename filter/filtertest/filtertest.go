@@ -404,6 +404,31 @@ func keyScenarios() []Scenario {
 	return out
 }
 
+// shutdownSendsHeld: a count made while its key is in flight is held, and still
+// goes out at shutdown, once the call before it was delivered; the plugin
+// finishes after that last answer. extra: configuration fields (cfg).
+func shutdownSendsHeld(extra string) func(t testing.TB, h Host) {
+	return func(t testing.TB, h Host) {
+		start(t, h, cfg(extra))
+		h.Request(Authority("web.shop"))
+		h.Tick()
+		h.Request(Authority("web.shop")) // held: web.shop is in flight
+		if h.Shutdown() {
+			t.Fatal("plugin finished at once with a call in flight")
+		}
+		expectSent(t, h, msg(1, "web", "shop"))
+		answerAll(h, 200)
+		expectSent(t, h, msg(1, "web", "shop")) // the held count, sent once the first was delivered
+		if h.PluginDone() {
+			t.Fatal("plugin finished with a call in flight")
+		}
+		answerAll(h, 200)
+		if !h.PluginDone() {
+			t.Fatal("plugin did not finish after its last answer")
+		}
+	}
+}
+
 func flushScenarios() []Scenario {
 	return []Scenario{
 		{Name: "flush/nothing to send sends nothing", Run: func(t testing.TB, h Host) {
@@ -561,25 +586,7 @@ func flushScenarios() []Scenario {
 				t.Fatal("plugin did not finish after its last answer")
 			}
 		}},
-		{Name: "flush/shutdown sends counts held behind an in-flight call", Run: func(t testing.TB, h Host) {
-			start(t, h, cfg(""))
-			h.Request(Authority("web.shop"))
-			h.Tick()
-			h.Request(Authority("web.shop")) // held: web.shop is in flight
-			if h.Shutdown() {
-				t.Fatal("plugin finished at once with a call in flight")
-			}
-			expectSent(t, h, msg(1, "web", "shop"))
-			answerAll(h, 200)
-			expectSent(t, h, msg(1, "web", "shop"))
-			if h.PluginDone() {
-				t.Fatal("plugin finished with a call in flight")
-			}
-			answerAll(h, 200)
-			if !h.PluginDone() {
-				t.Fatal("plugin did not finish after its last answer")
-			}
-		}},
+		{Name: "flush/shutdown sends counts held behind an in-flight call", Run: shutdownSendsHeld("")},
 		{Name: "flush/shutdown does not retry a failed call", Run: func(t testing.TB, h Host) {
 			start(t, h, cfg(""))
 			h.Request(Authority("web.shop"))

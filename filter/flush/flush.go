@@ -94,6 +94,28 @@ type Stats struct {
 	LastDispatchError error
 }
 
+// AddCalls adds o's call and count totals to s (not its table's: KeysEvicted,
+// Wakeups); the last status and dispatch error are o's when it has them. A worker
+// that also reports for its Envoy sums its two flushers' calls this way.
+func (s *Stats) AddCalls(o Stats) {
+	s.CallsSent += o.CallsSent
+	s.CallsDelivered += o.CallsDelivered
+	s.CallsRejected += o.CallsRejected
+	s.CallsReset += o.CallsReset
+	s.CallsAbandoned += o.CallsAbandoned
+	s.DispatchErrors += o.DispatchErrors
+	s.LateAnswers += o.LateAnswers
+	s.CountsSent += o.CountsSent
+	s.CountsDelivered += o.CountsDelivered
+	s.CountsRequeued += o.CountsRequeued
+	if o.LastStatus != 0 {
+		s.LastStatus = o.LastStatus
+	}
+	if o.LastDispatchError != nil {
+		s.LastDispatchError = o.LastDispatchError
+	}
+}
+
 // call is one call awaiting its answer: the slots whose InFlight it carries.
 type call struct {
 	slot  table.Slot   // the one key of a single-mode call or a wake-up
@@ -363,9 +385,6 @@ func (f *Flusher) MeterAll() {
 		f.t.Each(func(_ table.Slot, e *table.Entry) { f.opts.Meter(e) })
 	}
 }
-
-// Draining reports whether Drain was called.
-func (f *Flusher) Draining() bool { return f.draining }
 
 // Pending returns the requests counted and not delivered or in flight: what would
 // be lost if the VM stopped now.

@@ -90,8 +90,6 @@ func WakeKey(i int) string { return wakePrefix + strconv.Itoa(i) }
 
 func heartbeatKey(worker string) string { return beatPrefix + worker }
 
-func strconvAppendInt(dst []byte, v int64) []byte { return strconv.AppendInt(dst, v, 10) }
-
 // workerEntry is a worker's entry in the list: its id and its number of shards.
 func workerEntry(id string, shards int) string { return id + "/" + strconv.Itoa(shards) }
 

@@ -21,8 +21,7 @@ type Worker struct {
 	MaxKeys int
 	// LeaseMs is how long a lease lasts without renewal.
 	LeaseMs int64
-	keys    int // entries over all shards
-	leader  bool
+	keys    int   // entries over all shards
 	beatMs  int64 // last heartbeat written
 	buf     []byte
 }
@@ -120,7 +119,7 @@ func (w *Worker) Publish(i int, nowMs, heartbeatMs int64) error {
 		return err
 	}
 	if nowMs-w.beatMs >= heartbeatMs {
-		if err := w.s.Set(heartbeatKey(w.ID), strconvAppendInt(nil, nowMs), 0); err != nil {
+		if err := w.s.Set(heartbeatKey(w.ID), strconv.AppendInt(nil, nowMs, 10), 0); err != nil {
 			return fmt.Errorf("heartbeat: %w", err)
 		}
 		w.beatMs = nowMs
@@ -226,7 +225,6 @@ func (w *Worker) list() error {
 // Lead takes or renews the lease at nowMs and reports whether this worker holds
 // it: only the holder sends regular reports.
 func (w *Worker) Lead(nowMs int64) (bool, error) {
-	w.leader = false
 	err := update(w.s, KeyLease, AppendLease(nil, Lease{Released: true}), func(v []byte) ([]byte, bool, error) {
 		l, err := ParseLease(v)
 		if err != nil {
@@ -245,8 +243,7 @@ func (w *Worker) Lead(nowMs int64) (bool, error) {
 		return false, err
 	}
 	l, err := ParseLease(v)
-	w.leader = err == nil && l.Holder == w.ID && !l.Released
-	return w.leader, err
+	return err == nil && l.Holder == w.ID && !l.Released, err
 }
 
 // Release gives the lease up, if this worker holds it, so that another takes over
@@ -629,12 +626,6 @@ func (l *Leader) Settled(id uint64, key string, delivered bool) {
 	}
 }
 
-// InFlight returns the number of calls with parts in flight.
-func (l *Leader) InFlight() int { return len(l.calls) }
-
-// Pending reports whether deliveries wait to be written to the acks.
-func (l *Leader) Pending() bool { return len(l.deltas) > 0 }
-
 // WriteAcks writes the acks of delivered parts, merging them into each worker's
 // acks by compare-and-swap. What cannot be written now stays for the next call.
 func (l *Leader) WriteAcks() error {
@@ -665,31 +656,3 @@ func (l *Leader) WriteAcks() error {
 	}
 	return errors.Join(errs...)
 }
-
-// Snapshot returns a copy of the worker's outbox, all shards in one, as it
-// holds it (published or not). Keys are in one shard each.
-func (w *Worker) Snapshot() Outbox {
-	o := Outbox{Entries: map[string]Cum{}}
-	for _, sh := range w.shards {
-		for k, c := range sh.out.Entries {
-			o.Entries[k] = c
-		}
-	}
-	return o
-}
-
-// Published returns the outbox entries as last written, all shards.
-func (w *Worker) Published() map[string]Cum {
-	out := map[string]Cum{}
-	for _, sh := range w.shards {
-		for k, c := range sh.out.Entries {
-			if c.Pub > 0 {
-				out[k] = Cum{Gen: c.Gen, N: c.Pub}
-			}
-		}
-	}
-	return out
-}
-
-// CallParts returns the parts call id carries (for tests and logs).
-func (l *Leader) CallParts(id uint64) []Part { return append([]Part(nil), l.calls[id]...) }

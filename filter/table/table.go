@@ -75,14 +75,46 @@ func (t *Table) Add(k []byte, n uint64) bool {
 	return ok
 }
 
-// AddKey is Add that also returns a Ref to the entry counted, for AddRef.
+// AddKey is Add that also returns a Ref to the entry counted, for Get.
 func (t *Table) AddKey(k []byte, n uint64) (Ref, bool) {
+	r, e, _, ok := t.Ensure(k)
+	if ok {
+		e.Pending += n
+	}
+	return r, ok
+}
+
+// AddRef counts n requests for the entry r names and returns true, or returns
+// false, counting nothing, when that entry has been removed since r was taken.
+func (t *Table) AddRef(r Ref, n uint64) bool {
+	e := t.Get(r)
+	if e == nil {
+		return false
+	}
+	e.Pending += n
+	return true
+}
+
+// Get returns the entry r names, or nil if it has been removed since r was taken:
+// the cheapest way to reach an entry, no hashing, no key. The pointer is valid
+// until the entry is removed.
+func (t *Table) Get(r Ref) *Entry {
+	// A removed entry's slot has a newer generation, whether it is free or reused.
+	if int(r.slot) >= len(t.entries) || t.gens[r.slot] != r.gen {
+		return nil
+	}
+	return &t.entries[r.slot]
+}
+
+// Ensure returns the entry for k, adding an empty one if k is not held (added is
+// then true). It returns ok false, adding nothing, when k is not held and the
+// table is full. For a key already held it allocates nothing.
+func (t *Table) Ensure(k []byte) (r Ref, e *Entry, added, ok bool) {
 	if s, ok := t.index[string(k)]; ok { // no allocation: the compiler borrows k
-		t.entries[s].Pending += n
-		return Ref{s, t.gens[s]}, true
+		return Ref{s, t.gens[s]}, &t.entries[s], false, true
 	}
 	if len(t.index) >= t.max {
-		return Ref{}, false
+		return Ref{}, nil, false, false
 	}
 	var s Slot
 	if last := len(t.free) - 1; last >= 0 {
@@ -94,44 +126,9 @@ func (t *Table) AddKey(k []byte, n uint64) (Ref, bool) {
 		t.gens = append(t.gens, 1) // from 1: the zero Ref matches no entry
 	}
 	ks := string(k)
-	t.entries[s] = Entry{Key: ks, Pending: n}
+	t.entries[s] = Entry{Key: ks}
 	t.index[ks] = s
-	return Ref{s, t.gens[s]}, true
-}
-
-// AddRef counts n requests for the entry r names and returns true, or returns
-// false, counting nothing, when that entry has been removed since r was taken.
-// It is the cheapest way to count: no hashing, no key.
-func (t *Table) AddRef(r Ref, n uint64) bool {
-	// A removed entry's slot has a newer generation, whether it is free or reused.
-	if int(r.slot) >= len(t.entries) || t.gens[r.slot] != r.gen {
-		return false
-	}
-	t.entries[r.slot].Pending += n
-	return true
-}
-
-// Get returns the entry r names, or nil if it has been removed since r was taken.
-// The pointer is valid until the entry is removed.
-func (t *Table) Get(r Ref) *Entry {
-	if int(r.slot) >= len(t.entries) || t.gens[r.slot] != r.gen {
-		return nil
-	}
-	return &t.entries[r.slot]
-}
-
-// Ensure returns the entry for k, adding an empty one if k is not held (added is
-// then true). It returns ok false, adding nothing, when k is not held and the
-// table is full. For a key already held it allocates nothing.
-func (t *Table) Ensure(k []byte) (r Ref, e *Entry, added, ok bool) {
-	if s, ok := t.index[string(k)]; ok {
-		return Ref{s, t.gens[s]}, &t.entries[s], false, true
-	}
-	r, ok = t.AddKey(k, 0)
-	if !ok {
-		return Ref{}, nil, false, false
-	}
-	return r, &t.entries[r.slot], true, true
+	return Ref{s, t.gens[s]}, &t.entries[s], true, true
 }
 
 // Slot returns the slot r names (valid while the entry is held).
