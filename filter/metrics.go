@@ -66,6 +66,10 @@ type metrics struct {
 	keys       proxywasm.MetricGauge
 	keysPushed int64
 	vm         vmStats // reqcount.vm.*: see vmstats.go
+	// stats holds the flusher's stats during a push: a field, not a local,
+	// because counterSpecs' functions take its address, which would move a
+	// local to the heap on every tick.
+	stats flush.Stats
 }
 
 // define registers every metric with Envoy. The SDK panics when the host refuses a
@@ -96,9 +100,10 @@ func (p *pluginContext) pushMetrics() {
 			proxywasm.LogWarnf("reqcount: cannot update metrics: %v", r)
 		}
 	}()
-	m, s := &p.metrics, p.flushStats()
+	m := &p.metrics
+	m.stats = p.flushStats()
 	for i, c := range counterSpecs {
-		m.counters[i].push(c.total(&p.tallies, &s))
+		m.counters[i].push(c.total(&p.tallies, &m.stats))
 	}
 	for r := key.Reason(1); r < key.NumReasons; r++ {
 		m.uncounted[r].push(p.tallies.uncounted[r])

@@ -29,18 +29,22 @@ import (
 
 // options are the command's flags.
 type options struct {
-	rounds    int
-	n         int
-	warmup    int
-	mem1      int
-	mem2      int
-	keys      int
-	flushRuns int
-	wakeups   int
-	buildDir  string
-	out       string
-	quick     bool
-	profile   string
+	rounds int
+	n      int
+	warmup int
+	mem1   int
+	mem2   int
+	// longTicks and longRequests make the long run: that many ticks, each after
+	// longRequests requests, after the memory checkpoints.
+	longTicks    int
+	longRequests int
+	keys         int
+	flushRuns    int
+	wakeups      int
+	buildDir     string
+	out          string
+	quick        bool
+	profile      string
 }
 
 func parseFlags(args []string) (options, error) {
@@ -51,6 +55,8 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.warmup, "warmup", 50000, "untimed requests per variant before the rounds")
 	fs.IntVar(&o.mem1, "mem1", 1000000, "first linear-memory checkpoint, in requests per variant")
 	fs.IntVar(&o.mem2, "mem2", 5000000, "second linear-memory checkpoint, in requests per variant")
+	fs.IntVar(&o.longTicks, "long-ticks", 14400, "ticks of the long run after the memory checkpoints (14400: two hours of 500ms ticks), each after -long-requests requests")
+	fs.IntVar(&o.longRequests, "long-requests", 10, "requests before each tick of the long run")
 	fs.IntVar(&o.keys, "keys", 10000, "keys in the flush measurements")
 	fs.IntVar(&o.flushRuns, "flush-runs", 9, "timed runs of each flush measurement (the median is reported)")
 	fs.IntVar(&o.wakeups, "wakeups", 1000, "timed wake-ups in the wake-up latency measurement")
@@ -70,6 +76,7 @@ func parseFlags(args []string) (options, error) {
 			"warmup":     func() { o.warmup = 500 },
 			"mem1":       func() { o.mem1 = 5000 },
 			"mem2":       func() { o.mem2 = 20000 },
+			"long-ticks": func() { o.longTicks = 200 },
 			"keys":       func() { o.keys = 1000 },
 			"flush-runs": func() { o.flushRuns = 2 },
 			"wakeups":    func() { o.wakeups = 50 },
@@ -86,6 +93,8 @@ func parseFlags(args []string) (options, error) {
 		return o, fmt.Errorf("-rounds, -n, -keys, -flush-runs and -wakeups must be positive, -warmup not negative")
 	case o.mem1 < 1 || o.mem2 <= o.mem1:
 		return o, fmt.Errorf("need 0 < -mem1 < -mem2")
+	case o.longTicks < 1 || o.longRequests < 0:
+		return o, fmt.Errorf("-long-ticks must be positive, -long-requests not negative")
 	}
 	return o, nil
 }

@@ -49,6 +49,7 @@ const (
 	targetStatic     = 1.05    // filter static / noop, ns per request
 	targetMemGrowth  = 1 << 20 // bytes of growth from the first to the second checkpoint
 	targetMemRatio   = 1.25    // filter / authority-floor, linear memory at the second checkpoint
+	targetLongGrowth = 1 << 20 // bytes of growth from the second checkpoint to the end of the long run
 	targetFlushLimit = 2 * time.Millisecond
 
 	// Issue 7.
@@ -117,6 +118,14 @@ func (r *results) markdown() report {
 	}
 	for _, v := range w.variants {
 		if v.filter {
+			row("linear memory after the long run", v.name, mib(uint64(v.longMem)),
+				fmt.Sprintf("after %s more ticks (%s of 500ms ticks), %d requests before each; %s (%d started by the filter's GC pacer); growth over %s %+.2f MiB",
+					count(o.longTicks), time.Duration(o.longTicks)*500*time.Millisecond, o.longRequests,
+					plural(v.longCycles, "GC cycle"), v.longCollected, mem2, (float64(v.longMem)-float64(v.mem[o.mem2]))/(1<<20)))
+		}
+	}
+	for _, v := range w.variants {
+		if v.filter {
 			row("ratio linear memory", v.name+" / authority-floor", fmt.Sprintf("%.3f", float64(v.mem[o.mem2])/float64(floor.mem[o.mem2])),
 				"after "+mem2)
 		}
@@ -134,7 +143,7 @@ func (r *results) markdown() report {
 	for _, v := range w.variants {
 		if v.filter {
 			value, detail := vmGauges(v)
-			row("guest VM gauges after "+mem2, v.name, value, detail)
+			row("guest VM gauges at the end", v.name, value, detail)
 		}
 	}
 	for _, v := range w.variants {
@@ -242,6 +251,9 @@ func (r *results) markdown() report {
 		over := float64(int64(v.mem[o.mem2])-int64(noop.mem[o.mem2])) / (1 << 20)
 		target(over*(1<<20) <= targetMemOverNoop, "%s linear memory after %s ≤ the noop floor's + 1 MiB: %s vs %s (%+.2f MiB)",
 			name, mem2, mib(uint64(v.mem[o.mem2])), mib(uint64(noop.mem[o.mem2])), over)
+		over = float64(int64(v.longMem)-int64(noop.mem[o.mem2])) / (1 << 20)
+		target(over*(1<<20) <= targetMemOverNoop, "%s linear memory after the long run ≤ the noop floor's + 1 MiB: %s vs %s (%+.2f MiB)",
+			name, mib(uint64(v.longMem)), mib(uint64(noop.mem[o.mem2])), over)
 	}
 	for _, name := range memoryTargeted {
 		value, _ := r.gcRow(w.variant(name))
@@ -254,6 +266,8 @@ func (r *results) markdown() report {
 		}
 		m1, m2 := v.mem[o.mem1], v.mem[o.mem2]
 		target(int64(m2)-int64(m1) <= targetMemGrowth, "%s memory after %s ≤ after %s + 1 MiB: %s vs %s", v.name, mem2, mem1, mib(uint64(m2)), mib(uint64(m1)))
+		target(int64(v.longMem)-int64(m2) <= targetLongGrowth, "%s memory after the long run ≤ after %s + %s: %s vs %s",
+			v.name, mem2, mib(targetLongGrowth), mib(uint64(v.longMem)), mib(uint64(m2)))
 		ratio := float64(m2) / float64(floor.mem[o.mem2])
 		target(ratio <= targetMemRatio, "%s memory after %s ≤ %.2f × authority-floor's: %.3f (%s vs %s)", v.name, mem2, targetMemRatio, ratio, mib(uint64(m2)), mib(uint64(floor.mem[o.mem2])))
 	}

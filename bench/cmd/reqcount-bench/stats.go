@@ -112,3 +112,11 @@ func minDuration(ds []time.Duration) time.Duration {
 	}
 	return m
 }
+
+// plural is "n thing" or "n things".
+func plural(n int64, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	return fmt.Sprintf("%d %ss", n, thing)
+}

@@ -42,11 +42,13 @@ const cluster = "operator"
 const (
 	// metricVM prefixes the gauges the filter sets from the Go runtime's own
 	// metrics inside the guest, at each tick (filter/vmstats.go).
-	metricVM        = "reqcount.vm."
-	metricGCCycles  = metricVM + "gc_cycles"
-	metricIgnored   = "reqcount.requests_ignored"
-	metricUncounted = "reqcount.requests_uncounted."
-	metricOverflow  = "reqcount.requests_overflow"
+	metricVM       = "reqcount.vm."
+	metricGCCycles = metricVM + "gc_cycles"
+	// metricGCCollected counts the cycles the filter's GC pacer ran itself.
+	metricGCCollected = metricVM + "gc_collected"
+	metricIgnored     = "reqcount.requests_ignored"
+	metricUncounted   = "reqcount.requests_uncounted."
+	metricOverflow    = "reqcount.requests_overflow"
 )
 
 // includeConfig is the include list of the "include 20" variant: twenty
@@ -154,6 +156,11 @@ type variant struct {
 	// MemorySize once the VM has started, before any request.
 	mem      map[int]uint32
 	startMem uint32
+	// longMem is MemorySize after the long run (filter variants): what hours of
+	// ticks, with their calls and garbage, leave; longCycles and longCollected
+	// are the guest's GC cycles during it, all and those the filter's pacer ran.
+	longMem                   uint32
+	longCycles, longCollected int64
 
 	// ticks is how many ticks make one flush_interval: the filter sends one
 	// slice of its keys per tick, so a full flush takes that many.
@@ -227,6 +234,40 @@ func newVariant(ctx context.Context, spec variantSpec, mod *wasmhost.Module) (*v
 		v.ticks = ticksPerInterval(cfg.FlushInterval, v.w.TickPeriod())
 	}
 	return v, nil
+}
+
+// longRun ticks a filter variant ticks times, each after requests requests, as
+// hours of a worker's life would (two hours of the default 500ms ticks by
+// default), and records the linear memory it leaves and the GC cycles it took.
+// Memory that only a long life reveals (garbage from ticks and calls, which Go
+// collects late for a small heap) shows here, not at the request checkpoints.
+func (v *variant) longRun(ctx context.Context, ticks, requests int) error {
+	if !v.filter {
+		return nil
+	}
+	cycles0, collected0 := v.gauge(metricGCCycles), v.gauge(metricGCCollected)
+	for range ticks {
+		if requests > 0 {
+			if _, err := v.drive(ctx, requests, nil); err != nil {
+				return err
+			}
+		}
+		// Not v.tick: the GC samples it keeps are for the per-request rate, and
+		// these cycles come from ticks.
+		if err := v.w.Tick(ctx); err != nil {
+			return fmt.Errorf("%s: tick: %w", v.name, err)
+		}
+	}
+	v.longMem = v.w.MemorySize() // after the queued replies, as v.tick does
+	v.longCycles = v.gauge(metricGCCycles) - cycles0
+	v.longCollected = v.gauge(metricGCCollected) - collected0
+	return nil
+}
+
+// gauge is the guest's gauge name, 0 if it has none.
+func (v *variant) gauge(name string) int64 {
+	m, _ := v.host.Metric(wasmhost.MetricGauge, name)
+	return m.Value
 }
 
 // gcSample is the guest's GC cycle count after a tick, with the requests
@@ -540,6 +581,14 @@ func runVariants(ctx context.Context, o options, mods map[string]*wasmhost.Modul
 		}
 		if !moved {
 			break
+		}
+	}
+	phase.end()
+
+	phase = startPhase(fmt.Sprintf("long run (%s ticks per filter variant, %d requests before each)", count(o.longTicks), o.longRequests))
+	for _, v := range res.variants {
+		if err := v.longRun(ctx, o.longTicks, o.longRequests); err != nil {
+			return nil, err
 		}
 	}
 	phase.end()
