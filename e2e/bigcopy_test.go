@@ -15,30 +15,34 @@ import (
 	"github.com/reqcount/reqcount/e2e/wasmhost"
 )
 
-// bigcopyModule builds e2e/testdata/bigcopy with filter/_sdkabi/build.sh, the
-// project's one way to build an SDK module, once per test binary.
-var bigcopyModule = sync.OnceValues(func() (*wasmhost.Module, error) {
+// bigcopyModule is e2e/testdata/bigcopy, built once per test binary.
+var bigcopyModule = sync.OnceValues(func() (*wasmhost.Module, error) { return buildTestModule("bigcopy") })
+
+// buildTestModule builds the plugin in e2e/testdata/<name> with
+// filter/_sdkabi/build.sh, the project's one way to build an SDK module (the
+// SDK's full export set), and compiles it.
+func buildTestModule(name string) (*wasmhost.Module, error) {
 	root, err := repoRoot()
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "bigcopy-")
+	dir, err := os.MkdirTemp("", name+"-")
 	if err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	out := filepath.Join(dir, "bigcopy.wasm")
-	cmd := exec.Command(filepath.Join(root, "filter", "_sdkabi", "build.sh"), "-o", out, "./e2e/testdata/bigcopy")
+	out := filepath.Join(dir, name+".wasm")
+	cmd := exec.Command(filepath.Join(root, "filter", "_sdkabi", "build.sh"), "-o", out, "./e2e/testdata/"+name)
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("build bigcopy: %v\n%s", err, b)
+		return nil, fmt.Errorf("build %s: %v\n%s", name, err, b)
 	}
 	wasm, err := os.ReadFile(out)
 	if err != nil {
 		return nil, err
 	}
 	return wasmhost.Compile(context.Background(), wasm)
-})
+}
 
 func fnvSum(parts ...string) string {
 	h := fnv.New64a()

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"unsafe"
 
+	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
+
 	"github.com/reqcount/reqcount/filter/config"
 	"github.com/reqcount/reqcount/filter/key"
 	"github.com/reqcount/reqcount/filter/table"
@@ -239,5 +241,18 @@ func BenchmarkHotPath(b *testing.B) {
 				bc.request(p)
 			}
 		})
+	}
+}
+
+// TestStreamOfUnstartedPlugin: the shared stream context (SharedHttpContext) is
+// handed out before the plugin starts; a stream of a plugin that failed to start
+// (Envoy creates none) passes through untouched instead of crashing the VM.
+func TestStreamOfUnstartedPlugin(t *testing.T) {
+	p := (&vmContext{}).NewPluginContext(1).(*pluginContext)
+	if got := p.SharedHttpContext().OnHttpRequestHeaders(0, true); got != types.ActionContinue {
+		t.Errorf("OnHttpRequestHeaders = %v, want ActionContinue", got)
+	}
+	if p.NewHttpContext(2) != nil {
+		t.Error("NewHttpContext of an unstarted plugin is not nil")
 	}
 }

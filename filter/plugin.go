@@ -168,3 +168,9 @@ func (p *pluginContext) NewHttpContext(uint32) types.HttpContext {
 	}
 	return &p.stream
 }
+
+// SharedHttpContext tells the filter's build of the SDK (filter/_sdkabi,
+// streams_wasip1.go) that every stream uses the same context and keeps no state
+// of its own, so that it keeps no per-stream bookkeeping either: NewHttpContext
+// is then not called, and the stream context checks that the plugin started.
+func (p *pluginContext) SharedHttpContext() types.HttpContext { return &p.stream }

@@ -45,6 +45,9 @@ type tallies struct {
 // changes the request. A wake-up, if the key wakes, is dispatched last.
 func (h *httpContext) OnHttpRequestHeaders(int, bool) types.Action {
 	p := h.plugin
+	if !p.started {
+		return types.ActionContinue // a stream of a plugin that failed to start: Envoy sends none
+	}
 	if p.ignoring && p.ignored() {
 		p.tallies.ignored++
 		return types.ActionContinue

@@ -15,13 +15,19 @@ import "github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
 // and proxy_on_response_headers run on every request). Conversions and the
 // arena as in exports_wasip1.go: each callback rewinds the arena
 // (startCallback), and one told a size up front (a body, TCP data) reserves
-// room for it first (reserveArena).
+// room for it first (reserveArena). A shared stream (streams_wasip1.go) goes
+// to its root's HttpContext without the SDK's maps.
 
 //go:wasmexport proxy_on_request_body
 func exportOnRequestBody(contextID, bodySize, endOfStream uint32) uint32 {
 	s := startCallback()
 	reserveArena(bodySize)
-	r := uint32(proxyOnRequestBody(contextID, int(bodySize), endOfStream != 0))
+	var r uint32
+	if c, ok := sharedStream(contextID); ok {
+		r = uint32(c.OnHttpRequestBody(int(bodySize), endOfStream != 0))
+	} else {
+		r = uint32(proxyOnRequestBody(contextID, int(bodySize), endOfStream != 0))
+	}
 	endCallback(s)
 	return r
 }
@@ -29,7 +35,12 @@ func exportOnRequestBody(contextID, bodySize, endOfStream uint32) uint32 {
 //go:wasmexport proxy_on_request_trailers
 func exportOnRequestTrailers(contextID, numTrailers uint32) uint32 {
 	s := startCallback()
-	r := uint32(proxyOnRequestTrailers(contextID, int(numTrailers)))
+	var r uint32
+	if c, ok := sharedStream(contextID); ok {
+		r = uint32(c.OnHttpRequestTrailers(int(numTrailers)))
+	} else {
+		r = uint32(proxyOnRequestTrailers(contextID, int(numTrailers)))
+	}
 	endCallback(s)
 	return r
 }
@@ -37,7 +48,12 @@ func exportOnRequestTrailers(contextID, numTrailers uint32) uint32 {
 //go:wasmexport proxy_on_response_headers
 func exportOnResponseHeaders(contextID, numHeaders, endOfStream uint32) uint32 {
 	s := startCallback()
-	r := uint32(proxyOnResponseHeaders(contextID, int(numHeaders), endOfStream != 0))
+	var r uint32
+	if c, ok := sharedStream(contextID); ok {
+		r = uint32(c.OnHttpResponseHeaders(int(numHeaders), endOfStream != 0))
+	} else {
+		r = uint32(proxyOnResponseHeaders(contextID, int(numHeaders), endOfStream != 0))
+	}
 	endCallback(s)
 	return r
 }
@@ -46,7 +62,12 @@ func exportOnResponseHeaders(contextID, numHeaders, endOfStream uint32) uint32 {
 func exportOnResponseBody(contextID, bodySize, endOfStream uint32) uint32 {
 	s := startCallback()
 	reserveArena(bodySize)
-	r := uint32(proxyOnResponseBody(contextID, int(bodySize), endOfStream != 0))
+	var r uint32
+	if c, ok := sharedStream(contextID); ok {
+		r = uint32(c.OnHttpResponseBody(int(bodySize), endOfStream != 0))
+	} else {
+		r = uint32(proxyOnResponseBody(contextID, int(bodySize), endOfStream != 0))
+	}
 	endCallback(s)
 	return r
 }
@@ -54,7 +75,12 @@ func exportOnResponseBody(contextID, bodySize, endOfStream uint32) uint32 {
 //go:wasmexport proxy_on_response_trailers
 func exportOnResponseTrailers(contextID, numTrailers uint32) uint32 {
 	s := startCallback()
-	r := uint32(proxyOnResponseTrailers(contextID, int(numTrailers)))
+	var r uint32
+	if c, ok := sharedStream(contextID); ok {
+		r = uint32(c.OnHttpResponseTrailers(int(numTrailers)))
+	} else {
+		r = uint32(proxyOnResponseTrailers(contextID, int(numTrailers)))
+	}
 	endCallback(s)
 	return r
 }
@@ -62,7 +88,11 @@ func exportOnResponseTrailers(contextID, numTrailers uint32) uint32 {
 //go:wasmexport proxy_on_log
 func exportOnLog(contextID uint32) {
 	s := startCallback()
-	proxyOnLog(contextID)
+	if c, ok := sharedStream(contextID); ok {
+		c.OnHttpStreamDone()
+	} else {
+		proxyOnLog(contextID)
+	}
 	endCallback(s)
 }
 

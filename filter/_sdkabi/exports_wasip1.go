@@ -178,8 +178,14 @@ func exportOnMemoryAllocate(size uint32) *byte {
 
 //go:wasmexport proxy_on_context_create
 func exportOnContextCreate(contextID, parentContextID uint32) {
+	if parentContextID != 0 && createStream(contextID, parentContextID) {
+		return // a shared stream: no plugin code runs (streams_wasip1.go)
+	}
 	s := startCallback()
 	proxyOnContextCreate(contextID, parentContextID)
+	if parentContextID == 0 {
+		rootCreated(contextID)
+	}
 	endCallback(s)
 }
 
@@ -204,7 +210,12 @@ func exportOnConfigure(pluginContextID, pluginConfigurationSize uint32) bool {
 //go:wasmexport proxy_on_request_headers
 func exportOnRequestHeaders(contextID, numHeaders, endOfStream uint32) uint32 {
 	s := startCallback()
-	a := uint32(proxyOnRequestHeaders(contextID, int(numHeaders), endOfStream != 0))
+	var a uint32
+	if c, ok := sharedStream(contextID); ok {
+		a = uint32(c.OnHttpRequestHeaders(int(numHeaders), endOfStream != 0))
+	} else {
+		a = uint32(proxyOnRequestHeaders(contextID, int(numHeaders), endOfStream != 0))
+	}
 	endCallback(s)
 	return a
 }
@@ -227,6 +238,9 @@ func exportOnHttpCallResponse(pluginContextID, calloutID, numHeaders, bodySize, 
 
 //go:wasmexport proxy_on_done
 func exportOnDone(contextID uint32) bool {
+	if _, ok := streamRoots.Get(contextID); ok {
+		return true // a shared stream: done at once, as the SDK answers for any stream
+	}
 	s := startCallback()
 	ok := proxyOnDone(contextID)
 	endCallback(s)
@@ -236,7 +250,9 @@ func exportOnDone(contextID uint32) bool {
 //go:wasmexport proxy_on_delete
 func exportOnDelete(contextID uint32) {
 	// No startCallback: the SDK runs no plugin code here, so nothing is copied in.
-	proxyOnDelete(contextID)
+	if !deleteContext(contextID) {
+		proxyOnDelete(contextID)
+	}
 	deletes++
 	if deletes%yieldEvery == 0 {
 		runtime.Gosched()
