@@ -65,9 +65,12 @@ func (w *Worker) Add(key string, n uint64) bool {
 	if n == 0 {
 		return true
 	}
-	i := ShardOf(key, len(w.shards))
-	sh := w.shards[i]
-	if sh == nil || !sh.holds(key) {
+	h := keyHash(key)
+	sh, e := w.shards[h%uint32(len(w.shards))], -1 // ShardOf's shard
+	if sh != nil {
+		e = sh.find(key, h)
+	}
+	if !sh.holds(e) {
 		if w.keys >= w.MaxKeys {
 			return false
 		}
@@ -75,9 +78,9 @@ func (w *Worker) Add(key string, n uint64) bool {
 	}
 	if sh == nil {
 		sh = &shard{}
-		w.shards[i] = sh
+		w.shards[h%uint32(len(w.shards))] = sh
 	}
-	sh.add(key, n)
+	sh.add(key, e, n)
 	return true
 }
 

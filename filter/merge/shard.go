@@ -45,13 +45,13 @@ func (sh *shard) key(i int) []byte {
 	return sh.keys[e.off : e.off+e.len]
 }
 
-// find returns the entry of key, held or dropped, or -1.
-func (sh *shard) find(key string) int {
+// find returns the entry of key (h is its keyHash), held or dropped, or -1.
+func (sh *shard) find(key string, h uint32) int {
 	if len(sh.slots) == 0 {
 		return -1
 	}
 	mask := uint32(len(sh.slots) - 1)
-	for j := keyHash(key) & mask; sh.slots[j] != 0; j = (j + 1) & mask {
+	for j := h & mask; sh.slots[j] != 0; j = (j + 1) & mask {
 		if i := int(sh.slots[j] - 1); string(sh.key(i)) == key {
 			return i
 		}
@@ -59,16 +59,12 @@ func (sh *shard) find(key string) int {
 	return -1
 }
 
-// holds reports whether the shard holds counts for key.
-func (sh *shard) holds(key string) bool {
-	i := sh.find(key)
-	return i >= 0 && sh.ents[i].n > 0
-}
+// holds reports whether entry i (find's) holds counts.
+func (sh *shard) holds(i int) bool { return i >= 0 && sh.ents[i].n > 0 }
 
-// add moves n (> 0) requests for key into the shard: a key without counts
-// gets the next generation.
-func (sh *shard) add(key string, n uint64) {
-	i := sh.find(key)
+// add moves n (> 0) requests for key into entry i (find's: -1 for none): a key
+// without counts gets the next generation.
+func (sh *shard) add(key string, i int, n uint64) {
 	if i < 0 {
 		i = len(sh.ents)
 		sh.ents = append(sh.ents, outEntry{off: uint32(len(sh.keys)), len: uint32(len(key))})
@@ -147,7 +143,7 @@ func (sh *shard) insert(i int) {
 func (sh *shard) trim(acks []ackLine) int {
 	n := 0
 	for _, a := range acks {
-		i := sh.find(string(a.key))
+		i := sh.find(string(a.key), keyHash(a.key))
 		if i < 0 {
 			continue
 		}

@@ -21,10 +21,11 @@ func TestShardAsOutbox(t *testing.T) {
 				switch r := rng.Intn(10); {
 				case r < 5:
 					k, n := key(), uint64(1+rng.Intn(3))
-					if sh.holds(k) != (model.Entries[k].N > 0) {
-						t.Fatalf("step %d: holds(%s) = %v", step, k, sh.holds(k))
+					i := sh.find(k, keyHash(k))
+					if sh.holds(i) != (model.Entries[k].N > 0) {
+						t.Fatalf("step %d: holds(%s) = %v", step, k, sh.holds(i))
 					}
-					sh.add(k, n)
+					sh.add(k, i, n)
 					model.Add(k, n)
 				case r < 8:
 					// Acks for some entries, some of them fully delivered.
