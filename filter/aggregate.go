@@ -234,10 +234,10 @@ func (a *aggregator) tick() {
 }
 
 // collect takes or renews the lease and, holding it, collects the shards
-// [from, to) of every worker into the merged table. Without the lease it
-// collects nothing, or, with own (shutting down), what no holder reserved of
-// this worker's own outbox, so that a shutdown does not wait for another
-// worker's ticks.
+// [from, to) of every worker into the merged table (writing first the acks of
+// what its calls delivered). Without the lease it collects nothing, or, with own
+// (shutting down), what no holder reserved of this worker's own outbox, so that
+// a shutdown does not wait for another worker's ticks; it still writes its acks.
 func (a *aggregator) collect(from, to int, now int64, own bool) {
 	leading, err := a.worker.Lead(now)
 	a.fail(err)
@@ -252,6 +252,11 @@ func (a *aggregator) collect(from, to int, now int64, own bool) {
 	case own:
 		a.parts, err = a.leader.CollectOwnParts(a.parts, a.slices, now, a.holdMs)
 		a.fail(err)
+	default:
+		// A holder that lost the lease (its VM stalled) still acks what its
+		// calls delivered, before its reservations run out: else the next
+		// holder sends those counts again.
+		a.fail(a.leader.WriteAcks())
 	}
 	a.refill()
 }
