@@ -66,8 +66,9 @@
 // new worker), a tick's calls allocate nothing but each part's key a lease holder
 // hands out (Part.Key, once per key and interval): values are read line by line
 // into buffers that are reused, walked in key order where two are merged (an
-// outbox and its acks), and written into a reused buffer; the lease holder finds
-// the lines deliveries add to by a hash of their keys rather than by sorting; a
+// outbox and its acks), and written into a reused buffer, a line that keeps its
+// fields, or changes one, mostly by copy; the lease holder finds the lines
+// deliveries add to by binary search rather than by sorting the deliveries; a
 // worker's outbox shards are hash tables of its own with no pointer in them (the
 // GC marks them without scanning them) that keep a key whose counts were all
 // delivered for its next count; and the shared-data keys of a worker's shards are
@@ -122,16 +123,14 @@ func parseWorkerEntry(e []byte) (id []byte, shards int, ok bool) {
 	return e[:i], n, true
 }
 
-// names are the shared-data keys of one worker's values, made once: naming a
-// shard on every tick would allocate a string each time.
+// names are the shared-data keys of one worker's values, each made once:
+// naming a shard on every tick would allocate a string each time.
 type names struct {
 	entry, id string // its entry in the list, its id
 	shards    int
 	beat      string
-	// out and ack hold the keys of every shard back to back (out.all[ends[i-1]:
-	// ends[i]] is shard i's); made at the first use.
-	out, ack shardKeys
-	seen     bool // listed at the last Collect
+	out, ack  []string // by shard, made at the first use
+	seen      bool     // listed at the last Collect
 }
 
 func newNames(id string, shards int) *names {
@@ -139,33 +138,17 @@ func newNames(id string, shards int) *names {
 }
 
 // outKey and ackKey name shard i's outbox and acks.
-func (n *names) outKey(i int) string { return n.out.key(outboxPrefix, n.id, n.shards, i) }
-func (n *names) ackKey(i int) string { return n.ack.key(ackPrefix, n.id, n.shards, i) }
+func (n *names) outKey(i int) string { return n.name(&n.out, outboxPrefix, i) }
+func (n *names) ackKey(i int) string { return n.name(&n.ack, ackPrefix, i) }
 
-// shardKeys are the keys prefix+id+"."+i of shards 0..n-1 in one string.
-type shardKeys struct {
-	all  string
-	ends []uint32
-}
-
-func (k *shardKeys) key(prefix, id string, n, i int) string {
-	if k.ends == nil {
-		var b []byte
-		k.ends = make([]uint32, n)
-		for j := range n {
-			b = append(b, prefix...)
-			b = append(b, id...)
-			b = append(b, '.')
-			b = strconv.AppendInt(b, int64(j), 10)
-			k.ends[j] = uint32(len(b))
-		}
-		k.all = string(b)
+func (n *names) name(keys *[]string, prefix string, i int) string {
+	if *keys == nil {
+		*keys = make([]string, n.shards)
 	}
-	start := uint32(0)
-	if i > 0 {
-		start = k.ends[i-1]
+	if (*keys)[i] == "" {
+		(*keys)[i] = prefix + n.id + "." + strconv.Itoa(i)
 	}
-	return k.all[start:k.ends[i]]
+	return (*keys)[i]
 }
 
 // ErrCasMismatch is what Store.Set returns when the key changed since the CAS was
@@ -384,14 +367,34 @@ func parseCumLines(dst []cumLine, data []byte) (hb int64, nextGen uint32, lines 
 
 // sortCumLines sorts lines by key, keeping the last line of each key: what a
 // value written in another order means (ParseOutbox's map keeps the last).
+// Every writer sorts its values: this is for one that did not, and allocates.
 func sortCumLines(lines []cumLine) []cumLine {
-	sort.SliceStable(lines, func(i, j int) bool { return bytes.Compare(lines[i].key, lines[j].key) < 0 })
-	out := lines[:0]
-	for i, l := range lines {
-		if i+1 < len(lines) && bytes.Equal(l.key, lines[i+1].key) {
+	out := make([]cumLine, 0, len(lines))
+	for _, i := range lastByKey(len(lines), func(i int) []byte { return lines[i].key }) {
+		out = append(out, lines[i])
+	}
+	return out
+}
+
+// lastByKey returns the indexes of n lines in the order of their keys, the last
+// line of each key only.
+func lastByKey(n int, key func(int) []byte) []int {
+	order := make([]int, n)
+	for i := range order {
+		order[i] = i
+	}
+	sort.Slice(order, func(a, b int) bool {
+		if c := bytes.Compare(key(order[a]), key(order[b])); c != 0 {
+			return c < 0
+		}
+		return order[a] < order[b]
+	})
+	out := order[:0]
+	for i, o := range order {
+		if i+1 < len(order) && bytes.Equal(key(o), key(order[i+1])) {
 			continue
 		}
-		out = append(out, l)
+		out = append(out, o)
 	}
 	return out
 }
@@ -437,28 +440,43 @@ func ParseAcks(data []byte) (Acks, error) {
 	}
 	a := make(Acks, len(lines))
 	holders := map[string]string{} // one string per holder, not per line
-	for _, l := range lines {
+	for i := range lines {
+		l := &lines[i]
 		d := Ack{Gen: l.gen, Delivered: l.delivered, UntilMs: l.untilMs}
-		if len(l.holder) > 0 {
-			h, ok := holders[string(l.holder)]
+		if holder := l.holder(); len(holder) > 0 {
+			h, ok := holders[string(holder)]
 			if !ok {
-				h = string(l.holder)
+				h = string(holder)
 				holders[h] = h
 			}
 			d.Holder = h
 		}
-		a[string(l.key)] = d
+		a[string(l.key())] = d
 	}
 	return a, nil
 }
 
-// ackLine is one acks line as read: key and holder alias the value (holder
-// empty for "-").
+// ackLine is one acks line as read: the line aliases the value, its fields
+// are found in it by offset, so that a line kept or changed in one field is
+// written back mostly by copy.
 type ackLine struct {
-	key, holder []byte
-	gen         uint32
-	delivered   uint64
-	untilMs     int64
+	raw []byte // "<key> <gen> <delivered> <holder> <until>"
+	// kEnd ends the key; delivered is raw[dOff:dEnd], the holder raw[dEnd+1:hEnd].
+	kEnd, dOff, dEnd, hEnd int32
+	gen                    uint32
+	delivered              uint64
+	untilMs                int64
+}
+
+// key returns the line's key.
+func (a *ackLine) key() []byte { return a.raw[:a.kEnd] }
+
+// holder returns the line's holder, empty for "-".
+func (a *ackLine) holder() []byte {
+	if h := a.raw[a.dEnd+1 : a.hEnd]; len(h) != 1 || h[0] != '-' {
+		return h
+	}
+	return nil
 }
 
 // parseAckLines reads acks into dst (reused): the lines sorted by key, one per
@@ -483,18 +501,22 @@ func parseAckLines(dst []ackLine, data []byte) ([]ackLine, error) {
 		// "<key> <gen> <delivered> <holder> <until>", one pass.
 		var l ackLine
 		var ok bool
-		start := p
-		l.key, p, ok = word(data, p)
 		var gen, until uint64
+		start := p
+		_, p, ok = word(data, p)
+		l.kEnd = int32(p - 1 - start)
 		if ok {
 			gen, p, ok = number(data, p, 32, ' ')
 		}
+		l.dOff = int32(p - start)
 		if ok {
 			l.delivered, p, ok = number(data, p, 64, ' ')
 		}
+		l.dEnd = int32(p - 1 - start)
 		if ok {
-			l.holder, p, ok = word(data, p)
+			_, p, ok = word(data, p)
 		}
+		l.hEnd = int32(p - 1 - start)
 		if ok {
 			until, p, ok = number(data, p, 63, '\n')
 		}
@@ -502,11 +524,12 @@ func parseAckLines(dst []ackLine, data []byte) ([]ackLine, error) {
 			line, _, _ := cut(data[start:], '\n')
 			return lines[:0], fmt.Errorf("acks: bad line %q", line)
 		}
-		l.gen, l.untilMs = uint32(gen), int64(until)
-		if len(l.holder) == 1 && l.holder[0] == '-' {
-			l.holder = nil
+		end := p
+		if data[p-1] == '\n' {
+			end--
 		}
-		if len(lines) > 0 && sorted && bytes.Compare(lines[len(lines)-1].key, l.key) >= 0 {
+		l.raw, l.gen, l.untilMs = data[start:end], uint32(gen), int64(until)
+		if len(lines) > 0 && sorted && bytes.Compare(lines[len(lines)-1].key(), l.key()) >= 0 {
 			sorted = false
 		}
 		lines = append(lines, l)
@@ -517,15 +540,26 @@ func parseAckLines(dst []ackLine, data []byte) ([]ackLine, error) {
 	return lines, nil
 }
 
+// appendLine writes a's line as read.
+func (a *ackLine) appendLine(dst []byte) []byte { return append(append(dst, a.raw...), '\n') }
+
+// appendDelivered writes a's line with delivered instead of its own.
+func (a *ackLine) appendDelivered(dst []byte, delivered uint64) []byte {
+	dst = strconv.AppendUint(append(dst, a.raw[:a.dOff]...), delivered, 10)
+	return append(append(dst, a.raw[a.dEnd:]...), '\n')
+}
+
+// appendReserved writes a's line with holder and until instead of its own.
+func (a *ackLine) appendReserved(dst []byte, holder []byte, untilMs int64) []byte {
+	dst = append(append(append(dst, a.raw[:a.dEnd]...), ' '), holder...)
+	return append(strconv.AppendInt(append(dst, ' '), untilMs, 10), '\n')
+}
+
 // sortAckLines is sortCumLines for acks.
 func sortAckLines(lines []ackLine) []ackLine {
-	sort.SliceStable(lines, func(i, j int) bool { return bytes.Compare(lines[i].key, lines[j].key) < 0 })
-	out := lines[:0]
-	for i, l := range lines {
-		if i+1 < len(lines) && bytes.Equal(l.key, lines[i+1].key) {
-			continue
-		}
-		out = append(out, l)
+	out := make([]ackLine, 0, len(lines))
+	for _, i := range lastByKey(len(lines), func(i int) []byte { return lines[i].key() }) {
+		out = append(out, lines[i])
 	}
 	return out
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"sort"
 	"strconv"
 )
 
@@ -88,38 +87,46 @@ func (w *Worker) Add(key string, n uint64) bool {
 // by another lease holder at nowMs (who will deliver it): what a worker that is
 // shutting down must still see delivered itself.
 func (w *Worker) Unsettled(nowMs int64) (uint64, error) {
-	var n uint64
-	for i, sh := range w.shards {
-		if sh == nil {
-			continue
-		}
-		acks, err := w.parsedAcks(i)
-		if err != nil {
-			return 0, err
-		}
-		sh.each(func(k []byte, e *outEntry) {
-			a, c := acks[string(k)], Cum{Gen: e.gen, N: e.n}
-			if a.Gen == c.Gen && a.Holder != "" && a.Holder != w.ID && nowMs < a.UntilMs {
-				return
-			}
-			n += c.N - acks.Delivered(string(k), c)
-		})
-	}
-	return n, nil
+	return w.sumUndelivered(func(a *ackLine) bool {
+		h := a.holder()
+		return len(h) > 0 && string(h) != w.ID && nowMs < a.untilMs
+	})
 }
 
 // Undelivered returns what the outbox holds that its acks do not cover.
 func (w *Worker) Undelivered() (uint64, error) {
+	return w.sumUndelivered(func(*ackLine) bool { return false })
+}
+
+// sumUndelivered sums what the outbox holds that its acks do not cover, but for
+// the entries whose ack (of their generation) settled says another will.
+func (w *Worker) sumUndelivered(settled func(*ackLine) bool) (uint64, error) {
 	var n uint64
 	for i, sh := range w.shards {
 		if sh == nil {
 			continue
 		}
-		acks, err := w.parsedAcks(i)
+		v, _, ok, err := w.s.Get(w.names.ackKey(i))
 		if err != nil {
 			return 0, err
 		}
-		sh.each(func(k []byte, e *outEntry) { n += e.n - acks.Delivered(string(k), Cum{Gen: e.gen, N: e.n}) })
+		w.acks = w.acks[:0]
+		if ok {
+			if w.acks, err = parseAckLines(w.acks, v); err != nil {
+				return 0, err
+			}
+		}
+		for j := range sh.ents {
+			e := &sh.ents[j]
+			if e.n == 0 {
+				continue
+			}
+			a := findAck(w.acks, string(sh.key(j)), e.gen)
+			if a != nil && settled(a) {
+				continue
+			}
+			n += e.n - a.covers(e.n)
+		}
 	}
 	return n, nil
 }
@@ -216,15 +223,6 @@ func (w *Worker) forgetPublished(sh *shard) {
 	sh.dirty = true
 }
 
-// parsedAcks reads the acks of shard i into a map (at shutdown).
-func (w *Worker) parsedAcks(i int) (Acks, error) {
-	v, _, ok, err := w.s.Get(w.names.ackKey(i))
-	if err != nil || !ok {
-		return Acks{}, err
-	}
-	return ParseAcks(v)
-}
-
 // list puts the worker on the list of workers if it is not there (checked on
 // every publish: a list created by two workers at once keeps only one of them).
 func (w *Worker) list() error {
@@ -283,12 +281,12 @@ func (w *Worker) Lead(nowMs int64) (bool, error) {
 // at once (at shutdown).
 func (w *Worker) Release() error {
 	return update(w.s, KeyLease, nil, func(v []byte) ([]byte, bool, error) {
-		l, err := ParseLease(v)
-		if err != nil || l.Holder != w.ID {
+		l, err := parseLease(v)
+		if err != nil || string(l.holder) != w.ID {
 			return nil, false, err
 		}
-		l.Released = true
-		return AppendLease(nil, l), true, nil
+		w.buf = appendLease(w.buf[:0], w.ID, l.expiryMs, true)
+		return w.buf, true, nil
 	})
 }
 
@@ -379,10 +377,9 @@ type Leader struct {
 	// WriteAcks.
 	deltas []delta
 	// WriteAcks' scratch: one acks value's deliveries, those not written, the
-	// sums per line and of keys without a line, the lines by key.
+	// sums per line and of keys without a line.
 	group, failed []delta
 	sums, extra   []ackSum
-	index         lineIndex
 	// workers are the key names of the workers listed at the last Collect;
 	// own those of the leader's own outbox (CollectOwn).
 	workers []*names
@@ -609,9 +606,6 @@ func (l *Leader) collectShard(dst []Part, n *names, j int, nowMs, holdMs int64) 
 	had := len(dst)
 	changed := false
 	buf := append(l.buf[:0], "v1\n"...)
-	keepAck := func(a *ackLine) { // as read, or changed
-		buf = appendAckTail(append(buf, a.key...), a.gen, a.delivered, a.holder, a.untilMs)
-	}
 	oi, ai := 0, 0
 	for oi < len(outs) || ai < len(acks) {
 		var c *cumLine
@@ -622,7 +616,7 @@ func (l *Leader) collectShard(dst []Part, n *names, j int, nowMs, holdMs int64) 
 		case oi == len(outs):
 			a = &acks[ai]
 		default:
-			switch cmp := bytes.Compare(outs[oi].key, acks[ai].key); {
+			switch cmp := bytes.Compare(outs[oi].key, acks[ai].key()); {
 			case cmp < 0:
 				c = &outs[oi]
 			case cmp > 0:
@@ -637,58 +631,46 @@ func (l *Leader) collectShard(dst []Part, n *names, j int, nowMs, holdMs int64) 
 		if a != nil {
 			ai++
 		}
-		if c == nil { // an ack the outbox read does not hold
+		if c == nil || a != nil && a.gen > c.gen {
+			// An ack the outbox read does not hold, or holds at another
+			// generation: dropped, unless newer than the outbox read.
 			if a.gen <= nextGen {
 				changed = true
 				continue
 			}
-			keepAck(a)
+			buf = a.appendLine(buf)
 			continue
 		}
-		if a != nil && a.gen > c.gen {
-			if a.gen <= nextGen {
-				changed = true // dropped: the outbox read holds the key at another generation
+		if a == nil || a.gen < c.gen {
+			// None of the outbox's generation: a new one, nothing delivered,
+			// replacing an older one.
+			changed = true
+			if c.n == 0 { // nothing to reserve: the older ack stays if newer than the outbox read
+				if a != nil && a.gen > nextGen {
+					buf = a.appendLine(buf)
+				}
 				continue
 			}
-			keepAck(a)
+			buf = appendAckTail(append(buf, c.key...), c.gen, 0, l.idb, nowMs+holdMs)
+			dst = l.handOut(dst, n, j, c, c.n)
 			continue
 		}
-		// Ack of the outbox's generation: the one read, or a new one.
-		cur := ackLine{key: c.key, gen: c.gen}
-		old := a != nil && a.gen == c.gen
-		if old {
-			cur = *a
-		} else {
-			changed = true
-		}
-		left := c.n - min(cur.delivered, c.n)
-		if left == 0 || (string(cur.holder) != l.id && len(cur.holder) > 0 && nowMs < cur.untilMs) {
+		// The ack of the outbox's generation.
+		left := c.n - min(a.delivered, c.n)
+		holder := a.holder()
+		if left == 0 || (string(holder) != l.id && len(holder) > 0 && nowMs < a.untilMs) {
 			// Delivered, or reserved by another holder who may have it in
-			// flight: an ack read stays as it is; an older one is dropped
-			// (unless newer than the outbox read), none stays none.
-			switch {
-			case old:
-				keepAck(&cur)
-			case a != nil && a.gen > nextGen:
-				keepAck(a)
-			}
+			// flight: left as it is.
+			buf = a.appendLine(buf)
 			continue
 		}
-		if string(cur.holder) != l.id || cur.untilMs < nowMs+holdMs/2 {
-			cur.holder, cur.untilMs, changed = l.idb, nowMs+holdMs, true
+		if string(holder) != l.id || a.untilMs < nowMs+holdMs/2 {
+			buf = a.appendReserved(buf, l.idb, nowMs+holdMs)
+			changed = true
+		} else {
+			buf = a.appendLine(buf)
 		}
-		keepAck(&cur)
-		key := ""
-		if len(l.inflight) > 0 {
-			key = string(c.key)
-			left -= min(l.inflight[partID{n.id, key, c.gen}], left)
-		}
-		if left > 0 {
-			if key == "" {
-				key = string(c.key)
-			}
-			dst = append(dst, Part{Worker: n.id, Shard: j, Key: key, Gen: c.gen, N: left})
-		}
+		dst = l.handOut(dst, n, j, c, left)
 	}
 	l.buf = buf
 	if changed {
@@ -702,6 +684,23 @@ func (l *Leader) collectShard(dst []Part, n *names, j int, nowMs, holdMs int64) 
 		}
 	}
 	return dst, nil
+}
+
+// handOut appends the part of outbox line c that is left, less what is in
+// flight, if any.
+func (l *Leader) handOut(dst []Part, n *names, j int, c *cumLine, left uint64) []Part {
+	key := ""
+	if len(l.inflight) > 0 {
+		key = string(c.key)
+		left -= min(l.inflight[partID{n.id, key, c.gen}], left)
+	}
+	if left == 0 {
+		return dst
+	}
+	if key == "" {
+		key = string(c.key)
+	}
+	return append(dst, Part{Worker: n.id, Shard: j, Key: key, Gen: c.gen, N: left})
 }
 
 // dead reports whether worker n stopped beating more than deadMs ago with
@@ -727,17 +726,20 @@ func (l *Leader) dead(n *names, nowMs, deadMs int64) (bool, error) {
 		if !ok || len(ov) == 0 {
 			continue
 		}
-		out, err := ParseOutbox(ov)
-		if err != nil {
+		if _, _, l.outs, err = parseCumLines(l.outs, ov); err != nil {
 			return false, nil
 		}
 		av, _, _, err := l.s.Get(n.ackKey(j))
 		if err != nil {
 			return false, err
 		}
-		acks, err := ParseAcks(av)
-		if err != nil || out.Undelivered(acks) > 0 {
+		if l.acks, err = parseAckLines(l.acks, av); err != nil {
 			return false, err
+		}
+		for _, c := range l.outs {
+			if c.n > findAck(l.acks, string(c.key), c.gen).covers(c.n) {
+				return false, nil
+			}
 		}
 	}
 	for j := 0; j < n.shards; j++ {
@@ -769,21 +771,24 @@ func (l *Leader) busy(id string) bool {
 // smallest that can be left).
 func (l *Leader) unlist(ids []string) error {
 	err := update(l.s, KeyWorkers, nil, func(v []byte) ([]byte, bool, error) {
-		ws, err := ParseWorkers(v)
+		rest, err := workersBody(v)
 		if err != nil {
 			return nil, false, err
 		}
-		keep := ws[:0:0]
-		for _, id := range ws {
+		l.buf = append(l.buf[:0], "v1"...)
+		removed := false
+		for f, rest := nextField(rest); len(f) > 0; f, rest = nextField(rest) {
 			dead := false
 			for _, g := range ids {
-				dead = dead || g == id
+				dead = dead || g == string(f)
 			}
-			if !dead {
-				keep = append(keep, id)
+			if dead {
+				removed = true
+				continue
 			}
+			l.buf = append(append(l.buf, ' '), f...)
 		}
-		return AppendWorkers(nil, keep), len(keep) != len(ws), nil
+		return l.buf, removed, nil
 	})
 	if err != nil {
 		return err
@@ -894,34 +899,25 @@ func (l *Leader) WriteAcks() error {
 // shard, in the order they came) added. A key's deliveries add up, a later
 // generation replacing an earlier one; then a sum of a newer generation than
 // the key's ack replaces the ack, one of the same adds to it, an older one is
-// ignored. An unreadable v is replaced. The lines are found by hash, not by
-// sorting the deliveries (a sort costs more than the rest in the guest).
+// ignored. An unreadable v is replaced. The deliveries are not sorted (a sort
+// of them cost more than the rest in the guest).
 func (l *Leader) mergeAcks(v []byte, ds []delta) []byte {
 	acks, err := parseAckLines(l.acks, v)
 	l.acks = acks
 	if err != nil {
 		acks = acks[:0]
 	}
-	// sums[i] is what the deliveries add to acks[i]; those of keys without
-	// an ack are in extra.
+	// sums[i] is what the deliveries add to acks[i] (found by binary search:
+	// the lines are sorted); those of keys without an ack are in extra.
 	sums := l.sums[:0]
 	for range acks {
 		sums = append(sums, ackSum{})
 	}
-	x := &l.index
-	x.reset(len(acks))
-	for i := range acks {
-		x.add(keyHash(acks[i].key), i)
-	}
 	extra := l.extra[:0]
 	for _, d := range ds {
 		var sum *ackSum
-		h := keyHash(d.key)
-		for j := h & x.mask; x.slots[j] != 0; j = (j + 1) & x.mask {
-			if i := x.slots[j] - 1; x.hash[j] == h && string(acks[i].key) == d.key {
-				sum = &sums[i]
-				break
-			}
+		if i := searchAcks(acks, d.key); i < len(acks) && string(acks[i].key()) == d.key {
+			sum = &sums[i]
 		}
 		for i := 0; sum == nil && i < len(extra); i++ {
 			if extra[i].key == d.key {
@@ -937,24 +933,25 @@ func (l *Leader) mergeAcks(v []byte, ds []delta) []byte {
 		}
 		sum.n += d.n
 	}
-	if len(extra) > 1 {
-		sort.Slice(extra, func(i, j int) bool { return extra[i].key < extra[j].key })
+	for i := 1; i < len(extra); i++ { // rarely more than one: an insertion sort
+		for j := i; j > 0 && extra[j-1].key > extra[j].key; j-- {
+			extra[j-1], extra[j] = extra[j], extra[j-1]
+		}
 	}
 	buf := append(l.buf[:0], "v1\n"...)
 	ei := 0
 	for i := range acks {
 		a := &acks[i]
-		for ; ei < len(extra) && compareKey(a.key, extra[ei].key) > 0; ei++ {
+		for ; ei < len(extra) && compareKey(a.key(), extra[ei].key) > 0; ei++ {
 			buf = appendAckTail(append(buf, extra[ei].key...), extra[ei].gen, extra[ei].n, nil, 0)
 		}
-		buf = append(buf, a.key...)
 		switch sum := sums[i]; {
 		case !sum.set || a.gen > sum.gen:
-			buf = appendAckTail(buf, a.gen, a.delivered, a.holder, a.untilMs)
+			buf = a.appendLine(buf)
 		case a.gen == sum.gen:
-			buf = appendAckTail(buf, a.gen, a.delivered+sum.n, a.holder, a.untilMs)
+			buf = a.appendDelivered(buf, a.delivered+sum.n)
 		default:
-			buf = appendAckTail(buf, sum.gen, sum.n, nil, 0)
+			buf = appendAckTail(append(buf, a.key()...), sum.gen, sum.n, nil, 0)
 		}
 	}
 	for ; ei < len(extra); ei++ {
@@ -983,34 +980,36 @@ func keyHash[K []byte | string](k K) uint32 {
 	return h
 }
 
-// lineIndex finds lines by their key's hash: open addressing over a reused
-// table, without allocating once it has grown.
-type lineIndex struct {
-	slots []int32 // line+1, 0 empty
-	hash  []uint32
-	mask  uint32
+// searchAcks returns the index of the first of acks (sorted by key) whose key
+// is not less than key.
+func searchAcks(acks []ackLine, key string) int {
+	lo, hi := 0, len(acks)
+	for lo < hi {
+		if m := int(uint(lo+hi) >> 1); compareKey(acks[m].key(), key) < 0 {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return lo
 }
 
-// reset empties the index for n lines.
-func (x *lineIndex) reset(n int) {
-	size := 8
-	for size < 2*n {
-		size *= 2
+// findAck returns the ack of key in acks (sorted by key) if it is of generation
+// gen, or nil.
+func findAck(acks []ackLine, key string, gen uint32) *ackLine {
+	if i := searchAcks(acks, key); i < len(acks) && string(acks[i].key()) == key && acks[i].gen == gen {
+		return &acks[i]
 	}
-	if cap(x.slots) < size {
-		x.slots, x.hash = make([]int32, size), make([]uint32, size)
-	}
-	x.slots, x.hash = x.slots[:size], x.hash[:size]
-	clear(x.slots)
-	x.mask = uint32(size - 1)
+	return nil
 }
 
-func (x *lineIndex) add(h uint32, line int) {
-	i := h & x.mask
-	for x.slots[i] != 0 {
-		i = (i + 1) & x.mask
+// covers returns how much of an entry of n requests the ack a (of its
+// generation, or nil) covers.
+func (a *ackLine) covers(n uint64) uint64 {
+	if a == nil {
+		return 0
 	}
-	x.slots[i], x.hash[i] = int32(line+1), h
+	return min(a.delivered, n)
 }
 
 // compareKey compares a key read with a key held, without allocating.

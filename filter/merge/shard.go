@@ -142,8 +142,9 @@ func (sh *shard) insert(i int) {
 // trim drops the entries acks say are fully delivered, and reports how many.
 func (sh *shard) trim(acks []ackLine) int {
 	n := 0
-	for _, a := range acks {
-		i := sh.find(string(a.key), keyHash(a.key))
+	for k := range acks {
+		a := &acks[k]
+		i := sh.find(string(a.key()), keyHash(a.key()))
 		if i < 0 {
 			continue
 		}
