@@ -10,10 +10,11 @@ import (
 // the shard in a hash table of its own, with no pointer in it. The Go GC marks
 // such memory without scanning it, and a GC cycle runs inside a tick (the
 // guest's mark workers run only when a callback yields): at 10 000 keys the
-// outbox as maps of strings (0.6 MiB) made that tick's GC work about a third
-// longer. An entry whose counts were all delivered keeps its key, so that the
-// key's next count reuses it, and the keys' order, kept for the encoding, is
-// sorted again only when a key is new.
+// outbox as maps of strings was 0.6 MiB for each cycle to scan, 10 000 key
+// pointers among them. An entry whose counts were all delivered keeps its key,
+// so that the key's next count reuses it, and the keys' order, kept for the
+// encoding, is sorted again only when a key is new (the maps were sorted on
+// every write).
 type shard struct {
 	nextGen uint32
 	dirty   bool
