@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -282,5 +283,117 @@ func expectNotBeyond(t *testing.T, coll *collector.Collector, want map[collector
 		if n > want[k] {
 			t.Fatalf("%v: collector has %d, only %d were sent", k, n, want[k])
 		}
+	}
+}
+
+// TestAggregateHolderStalls: the lease holder sends a report and stalls (its
+// VM gets no tick) longer than the lease; another worker takes the lease; the
+// report's answer (delivered) then reaches the old holder, which ticks again
+// without the lease. Its delivery must reach the acks before its reservation
+// runs out, or the new holder sends the same counts again. Simulated time
+// (the guests' wall clock and manual ticks), two workers, one key.
+func TestAggregateHolderStalls(t *testing.T) {
+	var clock atomic.Int64
+	clock.Store(1_700_000_000_000)
+	var (
+		mu       sync.Mutex
+		got      int
+		holding  = -1 // the worker whose answers are held
+		held     []func(wasmhost.Response)
+		wantSent = 0
+	)
+	h := startHost(t, wasmhost.Config{
+		Workers:      2,
+		PluginConfig: []byte(`{"cluster":"collector","aggregate":"envoy","flush_interval":"1s","wake_after":"0s","timeout":"1s"}`),
+		Clusters:     map[string]string{"collector": ""},
+		ManualTicks:  true,
+		Walltime:     func() time.Time { return time.UnixMilli(clock.Load()) },
+		Dispatch: func(c wasmhost.Callout, reply func(wasmhost.Response)) {
+			ms, err := messages.Decode(c.Body)
+			if err != nil {
+				reply(wasmhost.Response{Status: 400})
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for _, m := range ms {
+				got += m.Count // the collector accepts it: counted
+			}
+			if c.Worker == holding {
+				held = append(held, reply)
+				return
+			}
+			reply(wasmhost.Response{Status: 200})
+		},
+	})
+	ctx := boundedCtx(t)
+	ids := workerIDs(t, h)
+	period := h.Worker(0).TickPeriod()
+	tick := func(workers ...int) {
+		clock.Add(period.Milliseconds())
+		for _, i := range workers {
+			if err := h.Worker(i).Tick(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, i := range workers {
+			syncWorker(h.Worker(i))
+		}
+	}
+	requests := func() {
+		for i := range 2 {
+			if err := h.Worker(i).Requests(ctx, 5, request("web.shop")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		wantSent += 10
+	}
+	interval := int(time.Second / period)
+
+	requests()
+	for range 2 * interval {
+		tick(0, 1)
+	}
+	holder := leaseHolder(t, h, ids)
+	other := 1 - holder
+	mu.Lock()
+	if got != wantSent {
+		t.Fatalf("collector got %d, want %d before the stall", got, wantSent)
+	}
+	holding = holder
+	mu.Unlock()
+
+	// The holder reports and its answers wait; then it stalls past the lease.
+	requests()
+	for range 2 * interval {
+		tick(0, 1)
+	}
+	mu.Lock()
+	if len(held) == 0 {
+		t.Fatal("the holder sent nothing to hold")
+	}
+	mu.Unlock()
+	for range 3 * interval / 2 {
+		tick(other)
+	}
+	if now := leaseHolder(t, h, ids); now != other {
+		t.Fatalf("worker %d holds the lease after worker %d stalled, want %d", now, holder, other)
+	}
+	mu.Lock()
+	for _, reply := range held {
+		reply(wasmhost.Response{Status: 200})
+	}
+	held, holding = nil, -1
+	mu.Unlock()
+	syncWorker(h.Worker(holder))
+
+	// Both tick on, long past the old holder's reservations.
+	for range 10 * interval {
+		tick(0, 1)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if got != wantSent {
+		t.Errorf("collector got %d counts, want %d: a stalled holder's delivered report was sent again", got, wantSent)
 	}
 }

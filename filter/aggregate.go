@@ -27,11 +27,19 @@ type aggregator struct {
 	worker *merge.Worker
 	leader *merge.Leader
 	// merged holds what the lease holder reports, flushed by mflush.
-	merged  *table.Table
-	mflush  *flush.Flusher
-	avail   map[string][]merge.Part
-	filled  []table.Ref // merged entries refill gave a Pending
-	leading bool
+	merged *table.Table
+	mflush *flush.Flusher
+	// parts are what the last collect made available. A merged entry refill
+	// set holds the index of its key's first part in Group (noParts once sent,
+	// or when it has none); next links each part to its key's next one.
+	parts      []merge.Part
+	next, last []int32
+	sending    []merge.Part // one entry's parts, for the leader
+	filled     []table.Ref  // merged entries refill gave a Pending
+	leading    bool
+	groups     groupIndex
+	// answers are the merged calls' answer callbacks not in use (answer).
+	answers []*answer
 	// slices is the number of outbox shards, one per tick of a flush interval;
 	// phase shifts which one this worker publishes (and, leading, collects) first.
 	slices, phase int
@@ -62,7 +70,6 @@ func newAggregator(p *pluginContext, cfg config.Config) *aggregator {
 		// well after its timeout (merge.Leader.Collect).
 		holdMs:      2 * (cfg.Timeout.Milliseconds() + 3*tick + 1000),
 		heartbeatMs: max(cfg.FlushInterval.Milliseconds()/2, 1000),
-		avail:       map[string][]merge.Part{},
 	}
 	a.deadMs = 4*a.heartbeatMs + a.leaseMs
 	id := newWorkerID()
@@ -122,16 +129,98 @@ func (a *aggregator) slice() int {
 // publish moves what the worker counted for the keys of outbox shard i into its
 // outbox and writes the shard; all shards when i < 0.
 func (a *aggregator) publish(i int, now int64) {
-	a.p.table.Each(func(_ table.Slot, e *table.Entry) {
-		if e.Pending > 0 && (i < 0 || int(e.Group) == i) && a.worker.Add(e.Key, e.Pending) {
+	t := a.p.table
+	take := func(s table.Slot) {
+		if e := t.At(s); e.Pending > 0 && (i < 0 || int(e.Group) == i) && a.worker.Add(e.Key, e.Pending) {
 			e.Pending = 0
 		}
-	})
+	}
+	if slots, ok := a.groups.of(i, a.p); ok {
+		for _, s := range slots {
+			if t.Held(s) {
+				take(s)
+			}
+		}
+	} else {
+		for s := table.Slot(0); int(s) < t.Slots(); s++ {
+			if t.Held(s) {
+				take(s)
+			}
+		}
+	}
 	if i < 0 {
 		a.fail(a.worker.PublishAll(now, a.heartbeatMs))
 		return
 	}
 	a.fail(a.worker.Publish(i, now, a.heartbeatMs))
+}
+
+// groupIndex lists the worker table's slots by Group (outbox shard), so that a
+// tick visits its shard's keys, not the whole table (10 000 entries cost a
+// quarter of a millisecond in the guest). It is built once the table took no
+// new key for a tick, and used as long as it takes none, so that it misses no
+// key: the table's adds are its length plus the keys the flusher evicted (the
+// only removals). A slot it lists may have lost its key since (Held says).
+type groupIndex struct {
+	slots []table.Slot // by group: group g's are slots[start[g]:start[g+1]]
+	start []int32
+	// built is the table's adds when the index was built (0: never); seen at
+	// the last tick.
+	built, seen uint64
+}
+
+// of returns the slots of group i, or false when the index is not up to date
+// (the caller scans the table).
+func (x *groupIndex) of(i int, p *pluginContext) ([]table.Slot, bool) {
+	if i < 0 {
+		return nil, false
+	}
+	t := p.table
+	adds := uint64(t.Len()) + p.flusher.Stats().KeysEvicted + 1 // from 1: 0 is never built
+	if adds != x.built {
+		stable := adds == x.seen
+		x.seen = adds
+		if !stable {
+			return nil, false
+		}
+		x.build(t, p.agg.slices)
+		x.built = adds
+	}
+	return x.slots[x.start[i]:x.start[i+1]], true
+}
+
+// grow returns s with length n, zeroed, reusing s's array if it is large enough.
+func grow[E any](s []E, n int) []E {
+	if cap(s) < n {
+		return make([]E, n)
+	}
+	s = s[:n]
+	clear(s)
+	return s
+}
+
+// build indexes the table's slots by group (a counting sort).
+func (x *groupIndex) build(t *table.Table, groups int) {
+	x.start = grow(x.start, groups+1)
+	for s := table.Slot(0); int(s) < t.Slots(); s++ {
+		if t.Held(s) {
+			x.start[t.At(s).Group+1]++
+		}
+	}
+	for g := 1; g <= groups; g++ {
+		x.start[g] += x.start[g-1]
+	}
+	x.slots = grow(x.slots, int(x.start[groups]))
+	next := x.start[:groups] // filled up to the next group's start, then shifted back
+	for s := table.Slot(0); int(s) < t.Slots(); s++ {
+		if t.Held(s) {
+			g := t.At(s).Group
+			x.slots[next[g]] = s
+			next[g]++
+		}
+	}
+	copy(x.start[1:], x.start[:groups])
+	x.start[0] = 0
 }
 
 // tick is the aggregate part of OnTick: publish this tick's outbox shard, then,
@@ -140,66 +229,90 @@ func (a *aggregator) publish(i int, now int64) {
 func (a *aggregator) tick() {
 	now, i := nowMs(), a.slice()
 	a.publish(i, now)
-	a.collect([]int{i}, now, false)
+	a.collect(i, i+1, now, false)
 	a.mflush.Tick()
 }
 
-// collect takes or renews the lease and, holding it, collects the given shards
-// of every worker into the merged table. Without the lease it collects nothing,
-// or, with own (shutting down), what no holder reserved of this worker's own
-// outbox, so that a shutdown does not wait for another worker's ticks.
-func (a *aggregator) collect(slices []int, now int64, own bool) {
+// collect takes or renews the lease and, holding it, collects the shards
+// [from, to) of every worker into the merged table (writing first the acks of
+// what its calls delivered). Without the lease it collects nothing, or, with own
+// (shutting down), what no holder reserved of this worker's own outbox, so that
+// a shutdown does not wait for another worker's ticks; it still writes its acks.
+func (a *aggregator) collect(from, to int, now int64, own bool) {
 	leading, err := a.worker.Lead(now)
 	a.fail(err)
 	a.leading = leading && err == nil
-	clear(a.avail)
-	add := func(avail map[string][]merge.Part, err error) {
-		a.fail(err)
-		for k, parts := range avail {
-			a.avail[k] = append(a.avail[k], parts...)
-		}
-	}
+	a.parts = a.parts[:0]
 	switch {
 	case a.leading:
-		for _, i := range slices {
-			add(a.leader.Collect(i, a.slices, now, a.deadMs, a.holdMs))
+		for i := from; i < to; i++ {
+			a.parts, err = a.leader.CollectParts(a.parts, i, a.slices, now, a.deadMs, a.holdMs)
+			a.fail(err)
 		}
 	case own:
-		add(a.leader.CollectOwn(a.slices, now, a.holdMs))
+		a.parts, err = a.leader.CollectOwnParts(a.parts, a.slices, now, a.holdMs)
+		a.fail(err)
+	default:
+		// A holder that lost the lease (its VM stalled) still acks what its
+		// calls delivered, before its reservations run out: else the next
+		// holder sends those counts again.
+		a.fail(a.leader.WriteAcks())
 	}
 	a.refill()
 }
 
+// noParts is a merged entry's Group when the last collect has no parts for it.
+const noParts = -1
+
 // refill sets the merged table's Pending to what the last collect made available
 // (nothing, when this worker does not hold the lease): the keys set last time are
 // zeroed, then this time's are set, so a tick's work follows what it collected,
-// not the size of the table.
+// not the size of the table. A key's parts (one per worker) are linked in next,
+// from its entry's Group (a sort of the parts costs more in the guest).
 func (a *aggregator) refill() {
 	for _, r := range a.filled {
 		if e := a.merged.Get(r); e != nil {
-			e.Pending = 0
+			e.Pending, e.Group = 0, noParts
 		}
 	}
 	a.filled = a.filled[:0]
-	for k, parts := range a.avail {
-		var n uint64
-		for _, p := range parts {
-			n += p.N
-		}
-		r, e, _, ok := a.merged.Ensure([]byte(k))
+	a.next, a.last = grow(a.next, len(a.parts)), grow(a.last, len(a.parts))
+	for i := range a.parts {
+		r, e, added, ok := a.merged.Ensure([]byte(a.parts[i].Key))
 		if !ok {
-			delete(a.avail, k) // full: it waits in shared data for a later tick
+			continue // a full table: the key waits in shared data for a later tick
+		}
+		a.next[i] = noParts
+		if added || e.Group == noParts {
+			e.Pending, e.Group = a.parts[i].N, int32(i)
+			a.last[i] = int32(i)
+			a.filled = append(a.filled, r)
 			continue
 		}
-		e.Pending = n
-		a.filled = append(a.filled, r)
+		first := e.Group
+		a.next[a.last[first]], a.last[first] = int32(i), int32(i)
+		e.Pending += a.parts[i].N
 	}
+}
+
+// partsOf returns the parts the last collect made available for e (valid until
+// the next call), and marks them taken.
+func (a *aggregator) partsOf(e *table.Entry) []merge.Part {
+	i := e.Group
+	e.Group = noParts
+	a.sending = a.sending[:0]
+	if i < 0 || int(i) >= len(a.parts) || a.parts[i].Key != e.Key {
+		return nil
+	}
+	for ; i != noParts; i = a.next[i] {
+		a.sending = append(a.sending, a.parts[i])
+	}
+	return a.sending
 }
 
 // sent: the merged flusher dispatched call id carrying e.
 func (a *aggregator) sent(id uint64, e *table.Entry) {
-	a.leader.Sent(id, a.avail[e.Key])
-	delete(a.avail, e.Key)
+	a.leader.Sent(id, a.partsOf(e))
 }
 
 // settled: call id carrying e ended.
@@ -210,19 +323,60 @@ func (a *aggregator) settled(id uint64, e *table.Entry, delivered bool) {
 // dispatch sends one body of the merged flusher.
 func (a *aggregator) dispatch(body []byte, id uint64) error {
 	p := a.p
+	ans := a.answer(id)
 	_, err := proxywasm.DispatchHttpCall(p.cfg.Cluster, p.callHdrs, body, nil,
-		uint32(p.cfg.Timeout.Milliseconds()), func(numHeaders, _, _ int) {
-			outcome, status := responseOutcome(numHeaders)
-			a.mflush.Done(id, outcome, status)
-			if p.draining && outcome == flush.Delivered {
-				// Shutting down: what waited behind this call goes out now.
-				a.mflush.SendAll()
-			}
-			// The acks are written once per tick (Collect), not per answer: one
-			// rewrite of each outbox's acks however many calls were answered.
-			p.finishIfDone()
-		})
+		uint32(p.cfg.Timeout.Milliseconds()), ans.fn)
+	if err != nil {
+		a.release(ans)
+	}
 	return err
+}
+
+// answer is the callback of one merged call's answer: made once and reused
+// (the SDK keeps a callback until the answer, and a closure per call would be
+// garbage on every call).
+type answer struct {
+	a  *aggregator
+	id uint64
+	fn func(numHeaders, bodySize, numTrailers int) // done, bound once
+}
+
+// maxAnswers bounds the callbacks kept for reuse.
+const maxAnswers = 1024
+
+// answer returns a callback for call id.
+func (a *aggregator) answer(id uint64) *answer {
+	var ans *answer
+	if n := len(a.answers); n > 0 {
+		ans, a.answers = a.answers[n-1], a.answers[:n-1]
+	} else {
+		ans = &answer{a: a}
+		ans.fn = ans.done
+	}
+	ans.id = id
+	return ans
+}
+
+// release takes back a callback that will not be called (again).
+func (a *aggregator) release(ans *answer) {
+	if len(a.answers) < maxAnswers {
+		a.answers = append(a.answers, ans)
+	}
+}
+
+// done settles the call with its answer.
+func (ans *answer) done(numHeaders, _, _ int) {
+	a, id, p := ans.a, ans.id, ans.a.p
+	a.release(ans)
+	outcome, status := responseOutcome(numHeaders)
+	a.mflush.Done(id, outcome, status)
+	if p.draining && outcome == flush.Delivered {
+		// Shutting down: what waited behind this call goes out now.
+		a.mflush.SendAll()
+	}
+	// The acks are written once per tick (Collect), not per answer: one
+	// rewrite of each outbox's acks however many calls were answered.
+	p.finishIfDone()
 }
 
 // claimWake reports whether this worker may send key's wake-up: no worker of the
@@ -246,11 +400,7 @@ func (a *aggregator) drain() {
 func (a *aggregator) drainTick() {
 	now := nowMs()
 	a.publish(-1, now)
-	all := make([]int, a.slices)
-	for i := range all {
-		all[i] = i
-	}
-	a.collect(all, now, true)
+	a.collect(0, a.slices, now, true)
 	a.mflush.SendAll()
 }
 

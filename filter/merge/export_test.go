@@ -5,9 +5,10 @@ package merge
 func (w *Worker) Snapshot() Outbox {
 	o := Outbox{Entries: map[string]Cum{}}
 	for _, sh := range w.shards {
-		for k, c := range sh.out.Entries {
-			o.Entries[k] = c
+		if sh == nil {
+			continue
 		}
+		sh.each(func(k []byte, e *outEntry) { o.Entries[string(k)] = Cum{Gen: e.gen, N: e.n, Pub: e.pub} })
 	}
 	return o
 }
@@ -16,14 +17,24 @@ func (w *Worker) Snapshot() Outbox {
 func (w *Worker) Published() map[string]Cum {
 	out := map[string]Cum{}
 	for _, sh := range w.shards {
-		for k, c := range sh.out.Entries {
-			if c.Pub > 0 {
-				out[k] = Cum{Gen: c.Gen, N: c.Pub}
-			}
+		if sh == nil {
+			continue
 		}
+		sh.each(func(k []byte, e *outEntry) {
+			if e.pub > 0 {
+				out[string(k)] = Cum{Gen: e.gen, N: e.pub}
+			}
+		})
 	}
 	return out
 }
 
-// CallParts returns the parts call id carries (for tests and logs).
-func (l *Leader) CallParts(id uint64) []Part { return append([]Part(nil), l.calls[id]...) }
+// CallParts returns the parts call id carries and has not settled (for tests
+// and logs).
+func (l *Leader) CallParts(id uint64) []Part {
+	var parts []Part
+	for _, f := range l.calls[id] {
+		parts = append(parts, f.Part)
+	}
+	return parts
+}

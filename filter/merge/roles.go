@@ -1,6 +1,7 @@
 package merge
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"strconv"
@@ -13,29 +14,26 @@ const casRetries = 8
 // Worker is one worker's side of the merge: its outbox (in shards), its place
 // in the list of workers, the lease and wake-up claims. Not safe for concurrent
 // use (one per VM).
+//
+// A tick's calls (Publish, Lead) allocate nothing once the worker's buffers
+// have grown to its values' sizes, but for what is new: a key's first entry in
+// its shard, a shard's first use.
 type Worker struct {
-	ID     string
-	s      Store
-	shards []shard
+	ID string
+	s  Store
+	// shards are the outbox shards, each made at its first key: a worker of
+	// few keys holds few.
+	shards []*shard
 	// MaxKeys bounds the outbox: a new key beyond it stays in the worker's table.
 	MaxKeys int
 	// LeaseMs is how long a lease lasts without renewal.
 	LeaseMs int64
 	keys    int   // entries over all shards
 	beatMs  int64 // last heartbeat written
-	buf     []byte
-}
-
-// shard is one outbox shard as this worker holds it.
-type shard struct {
-	out   Outbox
-	dirty bool
-	// written is set once the shard was written: from then on each entry's Pub
-	// is what the lease holder may have delivered. A holder empties the shards
-	// of a worker it takes for dead only once all of them were delivered, so a
-	// worker that finds a shard emptied drops exactly that much
-	// (forgetPublished).
-	written bool
+	names   *names
+	// Reused from tick to tick: the value written, the acks read.
+	buf  []byte
+	acks []ackLine
 }
 
 // ShardOf returns the outbox shard of key among n: an FNV-1a hash, so that every
@@ -52,28 +50,36 @@ func ShardOf(key string, n int) int {
 // NewWorker returns the merge side of worker id, its outbox in n shards (the
 // flush interval's slices: a tick publishes one).
 func NewWorker(s Store, id string, n, maxKeys int, leaseMs int64) *Worker {
-	w := &Worker{ID: id, s: s, MaxKeys: maxKeys, LeaseMs: leaseMs, shards: make([]shard, max(n, 1))}
-	for i := range w.shards {
-		w.shards[i].out.Entries = map[string]Cum{}
-	}
-	return w
+	n = max(n, 1)
+	return &Worker{ID: id, s: s, MaxKeys: maxKeys, LeaseMs: leaseMs, shards: make([]*shard, n), names: newNames(id, n)}
 }
 
 // Shards returns the number of outbox shards.
 func (w *Worker) Shards() int { return len(w.shards) }
 
 // Add moves n requests for key into its outbox shard (written by Publish). It
-// returns false, taking nothing, when the outbox holds MaxKeys other keys.
+// returns false, taking nothing, when the outbox holds MaxKeys other keys; n 0
+// takes nothing either (an entry holds at least one request).
 func (w *Worker) Add(key string, n uint64) bool {
-	sh := &w.shards[ShardOf(key, len(w.shards))]
-	if _, ok := sh.out.Entries[key]; !ok {
+	if n == 0 {
+		return true
+	}
+	h := keyHash(key)
+	sh, e := w.shards[h%uint32(len(w.shards))], -1 // ShardOf's shard
+	if sh != nil {
+		e = sh.find(key, h)
+	}
+	if !sh.holds(e) {
 		if w.keys >= w.MaxKeys {
 			return false
 		}
 		w.keys++
 	}
-	sh.out.Add(key, n)
-	sh.dirty = true
+	if sh == nil {
+		sh = &shard{}
+		w.shards[h%uint32(len(w.shards))] = sh
+	}
+	sh.add(key, e, n)
 	return true
 }
 
@@ -81,32 +87,46 @@ func (w *Worker) Add(key string, n uint64) bool {
 // by another lease holder at nowMs (who will deliver it): what a worker that is
 // shutting down must still see delivered itself.
 func (w *Worker) Unsettled(nowMs int64) (uint64, error) {
-	var n uint64
-	for i := range w.shards {
-		acks, err := w.acks(i)
-		if err != nil {
-			return 0, err
-		}
-		for k, c := range w.shards[i].out.Entries {
-			a := acks[k]
-			if a.Gen == c.Gen && a.Holder != "" && a.Holder != w.ID && nowMs < a.UntilMs {
-				continue
-			}
-			n += c.N - acks.Delivered(k, c)
-		}
-	}
-	return n, nil
+	return w.sumUndelivered(func(a *ackLine) bool {
+		h := a.holder()
+		return len(h) > 0 && string(h) != w.ID && nowMs < a.untilMs
+	})
 }
 
 // Undelivered returns what the outbox holds that its acks do not cover.
 func (w *Worker) Undelivered() (uint64, error) {
+	return w.sumUndelivered(func(*ackLine) bool { return false })
+}
+
+// sumUndelivered sums what the outbox holds that its acks do not cover, but for
+// the entries whose ack (of their generation) settled says another will.
+func (w *Worker) sumUndelivered(settled func(*ackLine) bool) (uint64, error) {
 	var n uint64
-	for i := range w.shards {
-		acks, err := w.acks(i)
+	for i, sh := range w.shards {
+		if sh == nil {
+			continue
+		}
+		v, _, ok, err := w.s.Get(w.names.ackKey(i))
 		if err != nil {
 			return 0, err
 		}
-		n += w.shards[i].out.Undelivered(acks)
+		w.acks = w.acks[:0]
+		if ok {
+			if w.acks, err = parseAckLines(w.acks, v); err != nil {
+				return 0, err
+			}
+		}
+		for j := range sh.ents {
+			e := &sh.ents[j]
+			if e.n == 0 {
+				continue
+			}
+			a := findAck(w.acks, string(sh.key(j)), e.gen)
+			if a != nil && settled(a) {
+				continue
+			}
+			n += e.n - a.covers(e.n)
+		}
 	}
 	return n, nil
 }
@@ -119,7 +139,8 @@ func (w *Worker) Publish(i int, nowMs, heartbeatMs int64) error {
 		return err
 	}
 	if nowMs-w.beatMs >= heartbeatMs {
-		if err := w.s.Set(heartbeatKey(w.ID), strconv.AppendInt(nil, nowMs, 10), 0); err != nil {
+		w.buf = strconv.AppendInt(w.buf[:0], nowMs, 10)
+		if err := w.s.Set(w.names.beat, w.buf, 0); err != nil {
 			return fmt.Errorf("heartbeat: %w", err)
 		}
 		w.beatMs = nowMs
@@ -136,39 +157,43 @@ func (w *Worker) PublishAll(nowMs, heartbeatMs int64) error {
 	return errors.Join(errs...)
 }
 
+// publishShard publishes shard i; a shard that never held a key has nothing to
+// publish, nor anything a holder could have delivered or emptied.
 func (w *Worker) publishShard(i int, nowMs int64) error {
-	sh := &w.shards[i]
-	acks, err := w.acks(i)
+	sh := w.shards[i]
+	if sh == nil {
+		return nil
+	}
+	av, _, ok, err := w.s.Get(w.names.ackKey(i))
 	if err != nil {
 		return err
 	}
-	if n := sh.out.Trim(acks); n > 0 {
-		w.keys -= n
-		sh.dirty = true
+	if ok {
+		if w.acks, err = parseAckLines(w.acks, av); err != nil {
+			return err
+		}
+		w.keys -= sh.trim(w.acks)
 	}
 	for try := 0; ; try++ {
-		v, cas, ok, err := w.s.Get(OutboxKey(w.ID, i))
+		v, cas, ok, err := w.s.Get(w.names.outKey(i))
 		if err != nil {
 			return fmt.Errorf("publish outbox: %w", err)
 		}
 		if ok && len(v) == 0 && sh.written {
 			w.forgetPublished(sh)
 		}
+		sh.compact()
 		if !sh.dirty {
 			return nil
 		}
-		sh.out.HeartbeatMs = nowMs
-		w.buf = AppendOutbox(w.buf[:0], &sh.out)
+		w.buf = sh.appendTo(w.buf[:0], nowMs)
 		// With the CAS read above: a holder may empty the shard meanwhile.
-		err = w.s.Set(OutboxKey(w.ID, i), w.buf, cas)
+		err = w.s.Set(w.names.outKey(i), w.buf, cas)
 		if err == nil {
 			sh.dirty = false
 			sh.written = true
-			for k, c := range sh.out.Entries {
-				if c.Pub != c.N {
-					c.Pub = c.N
-					sh.out.Entries[k] = c
-				}
+			for j := range sh.ents {
+				sh.ents[j].pub = sh.ents[j].n
 			}
 			return nil
 		}
@@ -182,58 +207,64 @@ func (w *Worker) publishShard(i int, nowMs int64) error {
 // emptied it (all of it delivered), and gives what is left new generations, so
 // that no ack of the old shard can cover it.
 func (w *Worker) forgetPublished(sh *shard) {
-	for k, c := range sh.out.Entries {
-		if c.Pub == 0 {
+	for i := range sh.ents {
+		e := &sh.ents[i]
+		if e.n == 0 || e.pub == 0 {
 			continue
 		}
-		c.N -= min(c.Pub, c.N)
-		if c.N == 0 {
-			delete(sh.out.Entries, k)
+		if e.n -= min(e.pub, e.n); e.n == 0 {
+			sh.drop(i)
 			w.keys--
 			continue
 		}
-		sh.out.NextGen++
-		sh.out.Entries[k] = Cum{Gen: sh.out.NextGen, N: c.N}
+		sh.nextGen++
+		e.gen, e.pub = sh.nextGen, 0
 	}
 	sh.dirty = true
-}
-
-func (w *Worker) acks(i int) (Acks, error) {
-	v, _, ok, err := w.s.Get(AckKey(w.ID, i))
-	if err != nil || !ok {
-		return Acks{}, err
-	}
-	return ParseAcks(v)
 }
 
 // list puts the worker on the list of workers if it is not there (checked on
 // every publish: a list created by two workers at once keeps only one of them).
 func (w *Worker) list() error {
-	me := workerEntry(w.ID, len(w.shards))
-	return update(w.s, KeyWorkers, []byte("v1"), func(v []byte) ([]byte, bool, error) {
-		ws, err := ParseWorkers(v)
+	me := w.names.entry
+	return update(w.s, KeyWorkers, emptyList, func(v []byte) ([]byte, bool, error) {
+		rest, err := workersBody(v)
 		if err != nil {
 			return nil, false, err
 		}
-		if ws.Has(me) {
-			return nil, false, nil
+		w.buf = append(w.buf[:0], "v1"...)
+		for f, rest := nextField(rest); len(f) > 0; f, rest = nextField(rest) {
+			if string(f) == me {
+				return nil, false, nil
+			}
+			w.buf = append(append(w.buf, ' '), f...)
 		}
-		return AppendWorkers(nil, append(ws, me)), true, nil
+		w.buf = append(append(w.buf, ' '), me...)
+		return w.buf, true, nil
 	})
 }
+
+// The values a key is created with when missing: a list of no workers, a free
+// lease, no acks. Create copies them.
+var (
+	emptyList     = []byte("v1")
+	releasedLease = AppendLease(nil, Lease{Released: true})
+	noAcks        = []byte("v1\n")
+)
 
 // Lead takes or renews the lease at nowMs and reports whether this worker holds
 // it: only the holder sends regular reports.
 func (w *Worker) Lead(nowMs int64) (bool, error) {
-	err := update(w.s, KeyLease, AppendLease(nil, Lease{Released: true}), func(v []byte) ([]byte, bool, error) {
-		l, err := ParseLease(v)
+	err := update(w.s, KeyLease, releasedLease, func(v []byte) ([]byte, bool, error) {
+		l, err := parseLease(v)
 		if err != nil {
 			return nil, false, err
 		}
-		if l.Holder != w.ID && !l.Free(nowMs) {
+		if string(l.holder) != w.ID && !l.free(nowMs) {
 			return nil, false, nil
 		}
-		return AppendLease(nil, Lease{Holder: w.ID, ExpiryMs: nowMs + w.LeaseMs}), true, nil
+		w.buf = appendLease(w.buf[:0], w.ID, nowMs+w.LeaseMs, false)
+		return w.buf, true, nil
 	})
 	if err != nil {
 		return false, err
@@ -242,20 +273,20 @@ func (w *Worker) Lead(nowMs int64) (bool, error) {
 	if err != nil || !ok {
 		return false, err
 	}
-	l, err := ParseLease(v)
-	return err == nil && l.Holder == w.ID && !l.Released, err
+	l, err := parseLease(v)
+	return err == nil && string(l.holder) == w.ID && !l.released, err
 }
 
 // Release gives the lease up, if this worker holds it, so that another takes over
 // at once (at shutdown).
 func (w *Worker) Release() error {
 	return update(w.s, KeyLease, nil, func(v []byte) ([]byte, bool, error) {
-		l, err := ParseLease(v)
-		if err != nil || l.Holder != w.ID {
+		l, err := parseLease(v)
+		if err != nil || string(l.holder) != w.ID {
 			return nil, false, err
 		}
-		l.Released = true
-		return AppendLease(nil, l), true, nil
+		w.buf = appendLease(w.buf[:0], w.ID, l.expiryMs, true)
+		return w.buf, true, nil
 	})
 }
 
@@ -329,19 +360,60 @@ type partID struct {
 // Leader is a lease holder's side: it reads every listed outbox, reserves and
 // hands out what is to send, and writes the acks as the collector accepts it. A
 // worker keeps its Leader after losing the lease, to settle its calls in flight.
+//
+// A tick's calls (CollectParts, Sent, Settled, WriteAcks) allocate nothing once
+// its buffers have grown to the values' sizes, but a string for each key handed
+// out (Part.Key) and what is new (a worker listed, more calls in flight than
+// before).
 type Leader struct {
 	s        Store
 	id       string
+	idb      []byte // id, as written in acks
 	inflight map[partID]uint64
-	calls    map[uint64][]Part
-	// deltas are deliveries not yet written: ack key (worker, shard) → key →
-	// delivered (by generation).
-	deltas map[string]map[string]Cum
+	calls    map[uint64][]flight
+	// spare are the part slices of settled calls, for Sent to reuse.
+	spare [][]flight
+	// deltas are deliveries not yet written (Settled, in order), written by
+	// WriteAcks.
+	deltas []delta
+	// WriteAcks' scratch: one acks value's deliveries, those not written, the
+	// sums per line and of keys without a line.
+	group, failed []delta
+	sums, extra   []ackSum
+	// workers are the key names of the workers listed at the last Collect;
+	// own those of the leader's own outbox (CollectOwn).
+	workers []*names
+	own     *names
+	// Reused from call to call: the parts Collect hands out, the values read and
+	// written.
+	parts []Part
+	outs  []cumLine
+	acks  []ackLine
+	buf   []byte
 }
+
+// flight is a part in flight, with its key's hash (keyHash: a call's parts for
+// a key are found without comparing every key).
+type flight struct {
+	Part
+	hash uint32
+}
+
+// delta is a delivered part, to be acked.
+type delta struct {
+	worker string
+	shard  int
+	key    string
+	gen    uint32
+	n      uint64
+}
+
+// maxSpare bounds the slices kept for reuse.
+const maxSpare = 256
 
 // NewLeader returns the lease-holder side of worker id over s.
 func NewLeader(s Store, id string) *Leader {
-	return &Leader{s: s, id: id, inflight: map[partID]uint64{}, calls: map[uint64][]Part{}, deltas: map[string]map[string]Cum{}}
+	return &Leader{s: s, id: id, idb: []byte(id)}
 }
 
 // Collect reads the outbox shards of every listed worker that belong to slice
@@ -353,141 +425,289 @@ func NewLeader(s Store, id string) *Leader {
 // worker whose heartbeat is older than deadMs and whose outbox is fully delivered
 // is unlisted and its keys emptied. Call it only while holding the lease.
 func (l *Leader) Collect(slice, slices int, nowMs, deadMs, holdMs int64) (map[string][]Part, error) {
-	if err := l.WriteAcks(); err != nil {
-		return nil, err
-	}
-	v, _, ok, err := l.s.Get(KeyWorkers)
-	if err != nil || !ok {
-		return nil, err
-	}
-	ws, err := ParseWorkers(v)
+	parts, err := l.CollectParts(l.parts[:0], slice, slices, nowMs, deadMs, holdMs)
 	if err != nil {
 		return nil, err
 	}
-	avail := map[string][]Part{}
+	return l.byKey(parts), nil
+}
+
+// CollectParts is Collect appending the parts to dst, in no particular order
+// (a key may have a part from each worker): it allocates nothing but the parts'
+// keys once dst and the Leader's buffers have grown. On an error it returns dst
+// as it was.
+func (l *Leader) CollectParts(dst []Part, slice, slices int, nowMs, deadMs, holdMs int64) ([]Part, error) {
+	if err := l.WriteAcks(); err != nil {
+		return dst, err
+	}
+	v, _, ok, err := l.s.Get(KeyWorkers)
+	if err != nil || !ok {
+		return dst, err
+	}
+	rest, err := workersBody(v)
+	if err != nil {
+		return dst, err
+	}
+	for _, n := range l.workers {
+		n.seen = false
+	}
+	had := len(dst)
 	var gone []string
-	for _, entry := range ws {
-		id, n, ok := parseWorkerEntry(entry)
-		if !ok {
+	for f, rest := nextField(rest); len(f) > 0; f, rest = nextField(rest) {
+		n := l.names(f)
+		if n == nil {
 			continue
 		}
-		if slice == 0 && !l.busy(id) {
-			dead, err := l.dead(id, n, nowMs, deadMs)
+		n.seen = true
+		if slice == 0 && !l.busy(n.id) {
+			dead, err := l.dead(n, nowMs, deadMs)
 			if err != nil {
-				return nil, err
+				return dst[:had], err
 			}
 			if dead {
-				gone = append(gone, entry)
+				gone = append(gone, n.entry)
 				continue
 			}
 		}
-		for j := slice; j < n; j += slices {
-			if err := l.collectShard(id, j, nowMs, holdMs, avail); err != nil {
-				return nil, err
+		for j := slice; j < n.shards; j += slices {
+			if dst, err = l.collectShard(dst, n, j, nowMs, holdMs); err != nil {
+				return dst[:had], err
 			}
 		}
 	}
+	l.forgetUnlisted()
 	if len(gone) > 0 {
 		if err := l.unlist(gone); err != nil {
-			return nil, err
+			return dst[:had], err
 		}
 	}
-	return avail, nil
+	return dst, nil
+}
+
+// names returns the key names of the worker of list entry e (nil if e is not
+// one), made the first time it is listed.
+func (l *Leader) names(e []byte) *names {
+	for _, n := range l.workers {
+		if n.entry == string(e) {
+			return n
+		}
+	}
+	id, shards, ok := parseWorkerEntry(e)
+	if !ok {
+		return nil
+	}
+	n := newNames(string(id), shards)
+	l.workers = append(l.workers, n)
+	return n
+}
+
+// forgetUnlisted drops the names of workers no longer listed.
+func (l *Leader) forgetUnlisted() {
+	kept := l.workers[:0]
+	for _, n := range l.workers {
+		if n.seen {
+			kept = append(kept, n)
+		}
+	}
+	clear(l.workers[len(kept):])
+	l.workers = kept
+}
+
+// ackKey names the acks of shard j of worker id, with the names of a listed
+// worker.
+func (l *Leader) ackKey(id string, j int) string {
+	for _, n := range l.workers {
+		if n.id == id && j < n.shards {
+			return n.ackKey(j)
+		}
+	}
+	return AckKey(id, j)
 }
 
 // CollectOwn is Collect restricted to the leader's own outbox, every shard: a
 // worker shutting down without the lease reserves and sends what no holder has
 // reserved. The reservations keep it from sending what a holder may send.
 func (l *Leader) CollectOwn(shards int, nowMs, holdMs int64) (map[string][]Part, error) {
-	if err := l.WriteAcks(); err != nil {
+	parts, err := l.CollectOwnParts(l.parts[:0], shards, nowMs, holdMs)
+	if err != nil {
 		return nil, err
 	}
-	avail := map[string][]Part{}
-	for j := 0; j < shards; j++ {
-		if err := l.collectShard(l.id, j, nowMs, holdMs, avail); err != nil {
-			return nil, err
-		}
-	}
-	return avail, nil
+	return l.byKey(parts), nil
 }
 
-// collectShard reserves and hands out shard j of worker id.
-func (l *Leader) collectShard(id string, j int, nowMs, holdMs int64, avail map[string][]Part) error {
-	ov, _, ok, err := l.s.Get(OutboxKey(id, j))
-	if err != nil || !ok || len(ov) == 0 {
-		return err
+// CollectOwnParts is CollectOwn appending the parts to dst, as CollectParts.
+func (l *Leader) CollectOwnParts(dst []Part, shards int, nowMs, holdMs int64) ([]Part, error) {
+	if err := l.WriteAcks(); err != nil {
+		return dst, err
 	}
-	out, err := ParseOutbox(ov)
-	if err != nil {
-		return nil // a value this version cannot read: left alone
+	had := len(dst)
+	if l.own == nil || l.own.shards != shards {
+		l.own = newNames(l.id, shards)
 	}
-	av, acas, _, err := l.s.Get(AckKey(id, j))
-	if err != nil {
-		return err
-	}
-	acks, err := ParseAcks(av)
-	if err != nil {
-		acks = Acks{}
-	}
-	changed := false
-	var parts []Part
-	for k, c := range out.Entries {
-		a, ok := acks[k]
-		switch {
-		case ok && a.Gen > c.Gen:
-			continue // the acks are newer than the outbox read: next time
-		case !ok || a.Gen < c.Gen:
-			a, changed = Ack{Gen: c.Gen}, true
-		}
-		left := c.N - min(a.Delivered, c.N)
-		if left == 0 {
-			continue
-		}
-		if a.Holder != l.id && a.Holder != "" && nowMs < a.UntilMs {
-			continue // reserved by another holder, who may have it in flight
-		}
-		// Renewed once less than half of holdMs is left, in flight or not: a
-		// call sent now is covered for more than holdMs/2, longer than its
-		// timeout, whatever happens to the lease; and the acks are not rewritten
-		// on every collect.
-		if a.Holder != l.id || a.UntilMs < nowMs+holdMs/2 {
-			a.Holder, a.UntilMs, changed = l.id, nowMs+holdMs, true
-		}
-		acks[k] = a
-		left -= min(l.inflight[partID{id, k, c.Gen}], left)
-		if left > 0 {
-			parts = append(parts, Part{Worker: id, Shard: j, Key: k, Gen: c.Gen, N: left})
+	n := l.own
+	for j := 0; j < shards; j++ {
+		var err error
+		if dst, err = l.collectShard(dst, n, j, nowMs, holdMs); err != nil {
+			return dst[:had], err
 		}
 	}
-	// Acks of entries the worker has dropped (or renewed) are no longer needed.
-	// Only those of generations the outbox read knows: the worker may have
-	// written a newer outbox since, whose entries the acks may already cover.
-	for k, a := range acks {
-		if c, ok := out.Entries[k]; a.Gen <= out.NextGen && (!ok || c.Gen != a.Gen) {
-			delete(acks, k)
-			changed = true
-		}
-	}
-	if changed {
-		// Reserved only if no other holder wrote meanwhile: else next interval.
-		if err := l.s.Set(AckKey(id, j), AppendAcks(nil, acks), acas); err != nil {
-			if errors.Is(err, ErrCasMismatch) {
-				return nil
-			}
-			return err
-		}
-	}
+	return dst, nil
+}
+
+// byKey returns parts by key; parts becomes the Leader's scratch.
+func (l *Leader) byKey(parts []Part) map[string][]Part {
+	avail := map[string][]Part{}
 	for _, p := range parts {
 		avail[p.Key] = append(avail[p.Key], p)
 	}
-	return nil
+	clear(parts)
+	l.parts = parts[:0]
+	return avail
 }
 
-// dead reports whether worker id (n shards) stopped beating more than deadMs ago
-// with everything delivered; if so its shards are emptied (each only if unchanged
+// collectShard reserves and hands out shard j of worker n: it reads the outbox
+// and its acks, walks both in key order, and writes the acks back if they
+// changed. The parts are appended to dst only once the acks are written.
+//
+// For each key of the outbox, with its ack (if any):
+//   - an ack of a newer generation than the outbox read hands nothing out (the
+//     worker wrote a newer outbox since: next time);
+//   - an ack of an older generation, or none, is replaced by one of the
+//     outbox's generation, nothing delivered;
+//   - what is left undelivered, unless another holder's reservation still runs,
+//     is reserved by this holder until nowMs+holdMs (renewed once less than
+//     holdMs/2 is left: a call sent now is covered for more than holdMs/2,
+//     longer than its timeout, whatever happens to the lease; and the acks are
+//     not rewritten on every collect), and handed out less what is in flight.
+//
+// Acks of keys the outbox read does not hold at their generation are dropped
+// (the worker dropped or renewed the entry), but only those of generations the
+// outbox read knows: the worker may have written a newer outbox since, whose
+// entries the acks may already cover.
+func (l *Leader) collectShard(dst []Part, n *names, j int, nowMs, holdMs int64) ([]Part, error) {
+	ov, _, ok, err := l.s.Get(n.outKey(j))
+	if err != nil || !ok || len(ov) == 0 {
+		return dst, err
+	}
+	_, nextGen, outs, err := parseCumLines(l.outs, ov)
+	l.outs = outs
+	if err != nil {
+		return dst, nil // a value this version cannot read: left alone
+	}
+	av, acas, _, err := l.s.Get(n.ackKey(j))
+	if err != nil {
+		return dst, err
+	}
+	acks, err := parseAckLines(l.acks, av)
+	l.acks = acks
+	if err != nil {
+		acks = acks[:0] // unreadable: replaced
+	}
+	had := len(dst)
+	changed := false
+	buf := append(l.buf[:0], "v1\n"...)
+	oi, ai := 0, 0
+	for oi < len(outs) || ai < len(acks) {
+		var c *cumLine
+		var a *ackLine
+		switch {
+		case ai == len(acks):
+			c = &outs[oi]
+		case oi == len(outs):
+			a = &acks[ai]
+		default:
+			switch cmp := bytes.Compare(outs[oi].key, acks[ai].key()); {
+			case cmp < 0:
+				c = &outs[oi]
+			case cmp > 0:
+				a = &acks[ai]
+			default:
+				c, a = &outs[oi], &acks[ai]
+			}
+		}
+		if c != nil {
+			oi++
+		}
+		if a != nil {
+			ai++
+		}
+		if c == nil || a != nil && a.gen > c.gen {
+			// An ack the outbox read does not hold, or holds at another
+			// generation: dropped, unless newer than the outbox read.
+			if a.gen <= nextGen {
+				changed = true
+				continue
+			}
+			buf = a.appendLine(buf)
+			continue
+		}
+		if a == nil || a.gen < c.gen {
+			// None of the outbox's generation: a new one, nothing delivered,
+			// replacing an older one.
+			changed = true
+			if c.n == 0 { // nothing to reserve: the older ack stays if newer than the outbox read
+				if a != nil && a.gen > nextGen {
+					buf = a.appendLine(buf)
+				}
+				continue
+			}
+			buf = appendAckTail(append(buf, c.key...), c.gen, 0, l.idb, nowMs+holdMs)
+			dst = l.handOut(dst, n, j, c, c.n)
+			continue
+		}
+		// The ack of the outbox's generation.
+		left := c.n - min(a.delivered, c.n)
+		holder := a.holder()
+		if left == 0 || (string(holder) != l.id && len(holder) > 0 && nowMs < a.untilMs) {
+			// Delivered, or reserved by another holder who may have it in
+			// flight: left as it is.
+			buf = a.appendLine(buf)
+			continue
+		}
+		if string(holder) != l.id || a.untilMs < nowMs+holdMs/2 {
+			buf = a.appendReserved(buf, l.idb, nowMs+holdMs)
+			changed = true
+		} else {
+			buf = a.appendLine(buf)
+		}
+		dst = l.handOut(dst, n, j, c, left)
+	}
+	l.buf = buf
+	if changed {
+		// Reserved only if no other holder wrote meanwhile: else next interval.
+		if err := l.s.Set(n.ackKey(j), buf, acas); err != nil {
+			clear(dst[had:])
+			if errors.Is(err, ErrCasMismatch) {
+				return dst[:had], nil
+			}
+			return dst[:had], err
+		}
+	}
+	return dst, nil
+}
+
+// handOut appends the part of outbox line c that is left, less what is in
+// flight, if any.
+func (l *Leader) handOut(dst []Part, n *names, j int, c *cumLine, left uint64) []Part {
+	key := ""
+	if len(l.inflight) > 0 {
+		key = string(c.key)
+		left -= min(l.inflight[partID{n.id, key, c.gen}], left)
+	}
+	if left == 0 {
+		return dst
+	}
+	if key == "" {
+		key = string(c.key)
+	}
+	return append(dst, Part{Worker: n.id, Shard: j, Key: key, Gen: c.gen, N: left})
+}
+
+// dead reports whether worker n stopped beating more than deadMs ago with
+// everything delivered; if so its shards are emptied (each only if unchanged
 // since read: a worker alive after all has written a newer one, and stays).
-func (l *Leader) dead(id string, n int, nowMs, deadMs int64) (bool, error) {
-	hv, _, ok, err := l.s.Get(heartbeatKey(id))
+func (l *Leader) dead(n *names, nowMs, deadMs int64) (bool, error) {
+	hv, _, ok, err := l.s.Get(n.beat)
 	if err != nil {
 		return false, err
 	}
@@ -496,9 +716,9 @@ func (l *Leader) dead(id string, n int, nowMs, deadMs int64) (bool, error) {
 			return false, nil
 		}
 	}
-	cas := make([]uint32, n)
-	for j := 0; j < n; j++ {
-		ov, c, ok, err := l.s.Get(OutboxKey(id, j))
+	cas := make([]uint32, n.shards)
+	for j := 0; j < n.shards; j++ {
+		ov, c, ok, err := l.s.Get(n.outKey(j))
 		if err != nil {
 			return false, err
 		}
@@ -506,24 +726,27 @@ func (l *Leader) dead(id string, n int, nowMs, deadMs int64) (bool, error) {
 		if !ok || len(ov) == 0 {
 			continue
 		}
-		out, err := ParseOutbox(ov)
-		if err != nil {
+		if _, _, l.outs, err = parseCumLines(l.outs, ov); err != nil {
 			return false, nil
 		}
-		av, _, _, err := l.s.Get(AckKey(id, j))
+		av, _, _, err := l.s.Get(n.ackKey(j))
 		if err != nil {
 			return false, err
 		}
-		acks, err := ParseAcks(av)
-		if err != nil || out.Undelivered(acks) > 0 {
+		if l.acks, err = parseAckLines(l.acks, av); err != nil {
 			return false, err
 		}
+		for _, c := range l.outs {
+			if c.n > findAck(l.acks, string(c.key), c.gen).covers(c.n) {
+				return false, nil
+			}
+		}
 	}
-	for j := 0; j < n; j++ {
+	for j := 0; j < n.shards; j++ {
 		if cas[j] == 0 {
 			continue
 		}
-		if err := l.s.Set(OutboxKey(id, j), nil, cas[j]); err != nil {
+		if err := l.s.Set(n.outKey(j), nil, cas[j]); err != nil {
 			if errors.Is(err, ErrCasMismatch) {
 				return false, nil // it wrote: alive (shards emptied so far it re-fills)
 			}
@@ -548,34 +771,37 @@ func (l *Leader) busy(id string) bool {
 // smallest that can be left).
 func (l *Leader) unlist(ids []string) error {
 	err := update(l.s, KeyWorkers, nil, func(v []byte) ([]byte, bool, error) {
-		ws, err := ParseWorkers(v)
+		rest, err := workersBody(v)
 		if err != nil {
 			return nil, false, err
 		}
-		keep := ws[:0:0]
-		for _, id := range ws {
+		l.buf = append(l.buf[:0], "v1"...)
+		removed := false
+		for f, rest := nextField(rest); len(f) > 0; f, rest = nextField(rest) {
 			dead := false
 			for _, g := range ids {
-				dead = dead || g == id
+				dead = dead || g == string(f)
 			}
-			if !dead {
-				keep = append(keep, id)
+			if dead {
+				removed = true
+				continue
 			}
+			l.buf = append(append(l.buf, ' '), f...)
 		}
-		return AppendWorkers(nil, keep), len(keep) != len(ws), nil
+		return l.buf, removed, nil
 	})
 	if err != nil {
 		return err
 	}
 	empty := func([]byte) ([]byte, bool, error) { return nil, true, nil }
 	for _, entry := range ids {
-		id, n, _ := parseWorkerEntry(entry)
+		id, n, _ := parseWorkerEntry([]byte(entry))
 		for j := 0; j < n; j++ {
-			if err := update(l.s, AckKey(id, j), nil, empty); err != nil {
+			if err := update(l.s, AckKey(string(id), j), nil, empty); err != nil {
 				return err
 			}
 		}
-		if err := update(l.s, heartbeatKey(id), nil, empty); err != nil {
+		if err := update(l.s, heartbeatKey(string(id)), nil, empty); err != nil {
 			return err
 		}
 	}
@@ -584,45 +810,54 @@ func (l *Leader) unlist(ids []string) error {
 
 // Sent records that call id carries parts.
 func (l *Leader) Sent(id uint64, parts []Part) {
-	l.calls[id] = append(l.calls[id], parts...)
+	if l.calls == nil { // made at the first call: a worker that never leads has none
+		l.calls, l.inflight = map[uint64][]flight{}, map[partID]uint64{}
+	}
+	c, ok := l.calls[id]
+	if !ok && len(l.spare) > 0 {
+		c = l.spare[len(l.spare)-1]
+		l.spare = l.spare[:len(l.spare)-1]
+	}
 	for _, p := range parts {
+		c = append(c, flight{Part: p, hash: keyHash(p.Key)})
 		l.inflight[partID{p.Worker, p.Key, p.Gen}] += p.N
 	}
+	l.calls[id] = c
 }
 
 // Settled ends call id's parts for key: delivered ones become acks (written by
 // WriteAcks), others are available again at the next Collect.
 func (l *Leader) Settled(id uint64, key string, delivered bool) {
-	parts := l.calls[id]
-	rest := parts[:0]
-	for _, p := range parts {
-		if p.Key != key {
-			rest = append(rest, p)
+	c, ok := l.calls[id]
+	if !ok {
+		return
+	}
+	h := keyHash(key)
+	for i := 0; i < len(c); i++ {
+		if c[i].hash != h || c[i].Key != key {
 			continue
 		}
+		p := c[i].Part
 		pid := partID{p.Worker, p.Key, p.Gen}
 		if l.inflight[pid] -= min(p.N, l.inflight[pid]); l.inflight[pid] == 0 {
 			delete(l.inflight, pid)
 		}
 		if delivered {
-			ak := AckKey(p.Worker, p.Shard)
-			d := l.deltas[ak]
-			if d == nil {
-				d = map[string]Cum{}
-				l.deltas[ak] = d
-			}
-			c := d[p.Key]
-			if c.Gen != p.Gen {
-				c = Cum{Gen: p.Gen}
-			}
-			c.N += p.N
-			d[p.Key] = c
+			l.deltas = append(l.deltas, delta{worker: p.Worker, shard: p.Shard, key: p.Key, gen: p.Gen, n: p.N})
 		}
+		// The call's other parts stay, in any order: the last one moves here.
+		last := len(c) - 1
+		c[i], c[last] = c[last], flight{}
+		c = c[:last]
+		i--
 	}
-	if len(rest) == 0 {
-		delete(l.calls, id)
-	} else {
-		l.calls[id] = rest
+	if len(c) > 0 {
+		l.calls[id] = c
+		return
+	}
+	delete(l.calls, id)
+	if cap(c) > 0 && len(l.spare) < maxSpare {
+		l.spare = append(l.spare, c)
 	}
 }
 
@@ -630,29 +865,163 @@ func (l *Leader) Settled(id uint64, key string, delivered bool) {
 // acks by compare-and-swap. What cannot be written now stays for the next call.
 func (l *Leader) WriteAcks() error {
 	var errs []error
-	for ak, d := range l.deltas {
-		err := update(l.s, ak, []byte("v1\n"), func(v []byte) ([]byte, bool, error) {
-			acks, err := ParseAcks(v)
-			if err != nil {
-				acks = Acks{}
+	// One acks value at a time: the deliveries of the first worker and shard
+	// left, in the order they came.
+	for len(l.deltas) > 0 {
+		worker, shard := l.deltas[0].worker, l.deltas[0].shard
+		group, rest := l.group[:0], l.deltas[:0]
+		for _, d := range l.deltas {
+			if d.worker == worker && d.shard == shard {
+				group = append(group, d)
+			} else {
+				rest = append(rest, d)
 			}
-			for k, c := range d {
-				cur, ok := acks[k]
-				switch {
-				case !ok || cur.Gen < c.Gen:
-					acks[k] = Ack{Gen: c.Gen, Delivered: c.N}
-				case cur.Gen == c.Gen:
-					cur.Delivered += c.N
-					acks[k] = cur
-				}
-			}
-			return AppendAcks(nil, acks), true, nil
+		}
+		clear(l.deltas[len(rest):])
+		l.deltas, l.group = rest, group
+		err := update(l.s, l.ackKey(worker, shard), noAcks, func(v []byte) ([]byte, bool, error) {
+			return l.mergeAcks(v, group), true, nil
 		})
 		if err != nil {
 			errs = append(errs, err)
-			continue
+			l.failed = append(l.failed, group...)
 		}
-		delete(l.deltas, ak)
+		clear(group)
 	}
+	// What failed waits for the next call.
+	l.deltas = append(l.deltas, l.failed...)
+	clear(l.failed)
+	l.failed = l.failed[:0]
 	return errors.Join(errs...)
+}
+
+// mergeAcks returns acks value v with the deliveries ds (of its worker and
+// shard, in the order they came) added. A key's deliveries add up, a later
+// generation replacing an earlier one; then a sum of a newer generation than
+// the key's ack replaces the ack, one of the same adds to it, an older one is
+// ignored. An unreadable v is replaced. The deliveries are not sorted (a sort
+// of them cost more than the rest in the guest).
+func (l *Leader) mergeAcks(v []byte, ds []delta) []byte {
+	acks, err := parseAckLines(l.acks, v)
+	l.acks = acks
+	if err != nil {
+		acks = acks[:0]
+	}
+	// sums[i] is what the deliveries add to acks[i] (found by binary search:
+	// the lines are sorted); those of keys without an ack are in extra.
+	sums := l.sums[:0]
+	for range acks {
+		sums = append(sums, ackSum{})
+	}
+	extra := l.extra[:0]
+	for _, d := range ds {
+		var sum *ackSum
+		if i := searchAcks(acks, d.key); i < len(acks) && string(acks[i].key()) == d.key {
+			sum = &sums[i]
+		}
+		for i := 0; sum == nil && i < len(extra); i++ {
+			if extra[i].key == d.key {
+				sum = &extra[i]
+			}
+		}
+		if sum == nil {
+			extra = append(extra, ackSum{key: d.key})
+			sum = &extra[len(extra)-1]
+		}
+		if !sum.set || sum.gen != d.gen {
+			sum.gen, sum.n, sum.set = d.gen, 0, true
+		}
+		sum.n += d.n
+	}
+	for i := 1; i < len(extra); i++ { // rarely more than one: an insertion sort
+		for j := i; j > 0 && extra[j-1].key > extra[j].key; j-- {
+			extra[j-1], extra[j] = extra[j], extra[j-1]
+		}
+	}
+	buf := append(l.buf[:0], "v1\n"...)
+	ei := 0
+	for i := range acks {
+		a := &acks[i]
+		for ; ei < len(extra) && compareKey(a.key(), extra[ei].key) > 0; ei++ {
+			buf = appendAckTail(append(buf, extra[ei].key...), extra[ei].gen, extra[ei].n, nil, 0)
+		}
+		switch sum := sums[i]; {
+		case !sum.set || a.gen > sum.gen:
+			buf = a.appendLine(buf)
+		case a.gen == sum.gen:
+			buf = a.appendDelivered(buf, a.delivered+sum.n)
+		default:
+			buf = appendAckTail(append(buf, a.key()...), sum.gen, sum.n, nil, 0)
+		}
+	}
+	for ; ei < len(extra); ei++ {
+		buf = appendAckTail(append(buf, extra[ei].key...), extra[ei].gen, extra[ei].n, nil, 0)
+	}
+	clear(extra)
+	l.sums, l.extra, l.buf = sums, extra[:0], buf
+	return buf
+}
+
+// ackSum is what the deliveries of one key add up to (set once one did).
+type ackSum struct {
+	key string
+	gen uint32
+	n   uint64
+	set bool
+}
+
+// keyHash is FNV-1a, over a key held or read.
+func keyHash[K []byte | string](k K) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(k); i++ {
+		h ^= uint32(k[i])
+		h *= 16777619
+	}
+	return h
+}
+
+// searchAcks returns the index of the first of acks (sorted by key) whose key
+// is not less than key.
+func searchAcks(acks []ackLine, key string) int {
+	lo, hi := 0, len(acks)
+	for lo < hi {
+		if m := int(uint(lo+hi) >> 1); compareKey(acks[m].key(), key) < 0 {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return lo
+}
+
+// findAck returns the ack of key in acks (sorted by key) if it is of generation
+// gen, or nil.
+func findAck(acks []ackLine, key string, gen uint32) *ackLine {
+	if i := searchAcks(acks, key); i < len(acks) && string(acks[i].key()) == key && acks[i].gen == gen {
+		return &acks[i]
+	}
+	return nil
+}
+
+// covers returns how much of an entry of n requests the ack a (of its
+// generation, or nil) covers.
+func (a *ackLine) covers(n uint64) uint64 {
+	if a == nil {
+		return 0
+	}
+	return min(a.delivered, n)
+}
+
+// compareKey compares a key read with a key held, without allocating.
+func compareKey(b []byte, s string) int {
+	n := min(len(b), len(s))
+	for i := 0; i < n; i++ {
+		if b[i] != s[i] {
+			if b[i] < s[i] {
+				return -1
+			}
+			return 1
+		}
+	}
+	return len(b) - len(s)
 }

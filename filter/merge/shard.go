@@ -1,0 +1,193 @@
+package merge
+
+import (
+	"bytes"
+	"sort"
+	"strconv"
+)
+
+// shard is one outbox shard as its worker holds it: the entries of the keys of
+// the shard in a hash table of its own, with no pointer in it. The Go GC marks
+// such memory without scanning it, and a GC cycle runs inside a tick (the
+// guest's mark workers run only when a callback yields): at 10 000 keys the
+// outbox as maps of strings was 0.6 MiB for each cycle to scan, 10 000 key
+// pointers among them. An entry whose counts were all delivered keeps its key,
+// so that the key's next count reuses it, and the keys' order, kept for the
+// encoding, is sorted again only when a key is new (the maps were sorted on
+// every write).
+type shard struct {
+	nextGen uint32
+	dirty   bool
+	// written is set once the shard was written: from then on each entry's pub
+	// is what the lease holder may have delivered. A holder empties the shards
+	// of a worker it takes for dead only once all of them were delivered, so a
+	// worker that finds a shard emptied drops exactly that much
+	// (forgetPublished).
+	written bool
+	live    int        // entries with counts
+	ents    []outEntry // entries; n 0: dropped, the key kept
+	keys    []byte     // the entries' keys, back to back
+	slots   []int32    // by key hash, open addressing: entry+1, 0 empty; at most half full
+	order   []int32    // entries by key; sorted false once a key was added
+	sorted  bool
+}
+
+// outEntry is one key's count (its generation, and what the worker last wrote:
+// pub) and where its key is in shard.keys.
+type outEntry struct {
+	off, len uint32
+	gen      uint32
+	n, pub   uint64
+}
+
+// key returns entry i's key, aliasing the shard's.
+func (sh *shard) key(i int) []byte {
+	e := &sh.ents[i]
+	return sh.keys[e.off : e.off+e.len]
+}
+
+// find returns the entry of key (h is its keyHash), held or dropped, or -1.
+func (sh *shard) find(key string, h uint32) int {
+	if len(sh.slots) == 0 {
+		return -1
+	}
+	mask := uint32(len(sh.slots) - 1)
+	for j := h & mask; sh.slots[j] != 0; j = (j + 1) & mask {
+		if i := int(sh.slots[j] - 1); string(sh.key(i)) == key {
+			return i
+		}
+	}
+	return -1
+}
+
+// holds reports whether entry i (find's) holds counts.
+func (sh *shard) holds(i int) bool { return i >= 0 && sh.ents[i].n > 0 }
+
+// add moves n (> 0) requests for key into entry i (find's: -1 for none): a key
+// without counts gets the next generation.
+func (sh *shard) add(key string, i int, n uint64) {
+	if i < 0 {
+		i = len(sh.ents)
+		sh.ents = append(sh.ents, outEntry{off: uint32(len(sh.keys)), len: uint32(len(key))})
+		sh.keys = append(sh.keys, key...)
+		if 2*len(sh.ents) > len(sh.slots) {
+			sh.rehash(2 * len(sh.ents))
+		} else {
+			sh.insert(i)
+		}
+		sh.order = append(sh.order, int32(i))
+		sh.sorted = false
+	}
+	e := &sh.ents[i]
+	if e.n == 0 {
+		sh.nextGen++
+		e.gen, e.pub = sh.nextGen, 0
+		sh.live++
+	}
+	e.n += n
+	sh.dirty = true
+}
+
+// drop drops entry i's counts (the key stays for its next count).
+func (sh *shard) drop(i int) {
+	sh.ents[i].n, sh.ents[i].pub = 0, 0
+	sh.live--
+	sh.dirty = true
+}
+
+// compact forgets the keys of dropped entries once they outnumber the others
+// (and a few): what the shard holds stays in proportion to its counts, and a
+// compaction's cost to the drops since the last.
+func (sh *shard) compact() {
+	if len(sh.ents)-sh.live <= sh.live+8 {
+		return
+	}
+	ents, keys := make([]outEntry, 0, sh.live), make([]byte, 0, len(sh.keys))
+	for i, e := range sh.ents {
+		if e.n > 0 {
+			k := sh.key(i)
+			e.off = uint32(len(keys))
+			keys = append(keys, k...)
+			ents = append(ents, e)
+		}
+	}
+	sh.ents, sh.keys = ents, keys
+	sh.order, sh.sorted = sh.order[:0], false
+	for i := range sh.ents {
+		sh.order = append(sh.order, int32(i))
+	}
+	sh.rehash(2 * len(sh.ents))
+}
+
+// rehash makes the hash table of at least n slots.
+func (sh *shard) rehash(n int) {
+	size := 8
+	for size < n {
+		size *= 2
+	}
+	sh.slots = make([]int32, size)
+	for i := range sh.ents {
+		sh.insert(i)
+	}
+}
+
+func (sh *shard) insert(i int) {
+	mask := uint32(len(sh.slots) - 1)
+	j := keyHash(sh.key(i)) & mask
+	for sh.slots[j] != 0 {
+		j = (j + 1) & mask
+	}
+	sh.slots[j] = int32(i + 1)
+}
+
+// trim drops the entries acks say are fully delivered, and reports how many.
+func (sh *shard) trim(acks []ackLine) int {
+	n := 0
+	for k := range acks {
+		a := &acks[k]
+		i := sh.find(string(a.key()), keyHash(a.key()))
+		if i < 0 {
+			continue
+		}
+		if e := &sh.ents[i]; e.n > 0 && a.gen == e.gen && a.delivered >= e.n {
+			sh.drop(i)
+			n++
+		}
+	}
+	return n
+}
+
+// appendTo writes the shard's outbox encoding (AppendOutbox's), keys sorted.
+func (sh *shard) appendTo(dst []byte, heartbeatMs int64) []byte {
+	if !sh.sorted {
+		sort.Slice(sh.order, func(a, b int) bool { return bytes.Compare(sh.key(int(sh.order[a])), sh.key(int(sh.order[b]))) < 0 })
+		sh.sorted = true
+	}
+	dst = append(dst, "v1 "...)
+	dst = strconv.AppendInt(dst, heartbeatMs, 10)
+	dst = append(dst, ' ')
+	dst = strconv.AppendUint(dst, uint64(sh.nextGen), 10)
+	dst = append(dst, '\n')
+	for _, i := range sh.order {
+		e := &sh.ents[i]
+		if e.n == 0 {
+			continue
+		}
+		dst = append(dst, sh.key(int(i))...)
+		dst = append(dst, ' ')
+		dst = strconv.AppendUint(dst, uint64(e.gen), 10)
+		dst = append(dst, ' ')
+		dst = strconv.AppendUint(dst, e.n, 10)
+		dst = append(dst, '\n')
+	}
+	return dst
+}
+
+// each calls fn for every entry with counts.
+func (sh *shard) each(fn func(key []byte, e *outEntry)) {
+	for i := range sh.ents {
+		if sh.ents[i].n > 0 {
+			fn(sh.key(i), &sh.ents[i])
+		}
+	}
+}

@@ -1,0 +1,84 @@
+package merge
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand"
+	"testing"
+)
+
+// TestShardAsOutbox holds a shard (its own hash table, keys kept when dropped,
+// compacted) to an Outbox map under random adds, trims, the holder emptying it
+// and publishes: same entries, same encoding.
+func TestShardAsOutbox(t *testing.T) {
+	for _, keys := range []int{3, 40, 300} {
+		t.Run(fmt.Sprint(keys, " keys"), func(t *testing.T) {
+			rng := rand.New(rand.NewSource(int64(keys)))
+			var sh shard
+			model := Outbox{Entries: map[string]Cum{}}
+			key := func() string { return fmt.Sprintf("svc-%d.ns", rng.Intn(keys)) }
+			for step := range 20000 {
+				switch r := rng.Intn(10); {
+				case r < 5:
+					k, n := key(), uint64(1+rng.Intn(3))
+					i := sh.find(k, keyHash(k))
+					if sh.holds(i) != (model.Entries[k].N > 0) {
+						t.Fatalf("step %d: holds(%s) = %v", step, k, sh.holds(i))
+					}
+					sh.add(k, i, n)
+					model.Add(k, n)
+				case r < 8:
+					// Acks for some entries, some of them fully delivered.
+					acks := Acks{}
+					for k, c := range model.Entries {
+						if rng.Intn(2) == 0 {
+							acks[k] = Ack{Gen: c.Gen - uint32(rng.Intn(2)), Delivered: c.N - uint64(rng.Intn(2))}
+						}
+					}
+					lines, err := parseAckLines(nil, AppendAcks(nil, acks))
+					if err != nil {
+						t.Fatal(err)
+					}
+					if got, want := sh.trim(lines), model.Trim(acks); got != want {
+						t.Fatalf("step %d: trim dropped %d, want %d", step, got, want)
+					}
+				case r < 9:
+					// Published, then (now and then) emptied by a holder.
+					for i := range sh.ents {
+						sh.ents[i].pub = sh.ents[i].n
+					}
+					for k, c := range model.Entries {
+						c.Pub = c.N
+						model.Entries[k] = c
+					}
+					if rng.Intn(3) == 0 {
+						for k, c := range model.Entries {
+							if c.Pub == 0 {
+								continue
+							}
+							if c.N -= min(c.Pub, c.N); c.N == 0 {
+								delete(model.Entries, k)
+								continue
+							}
+							model.NextGen++
+							model.Entries[k] = Cum{Gen: model.NextGen, N: c.N}
+						}
+						w := &Worker{}
+						w.keys = sh.live
+						w.forgetPublished(&sh)
+					}
+				default:
+					sh.compact()
+				}
+				model.HeartbeatMs = int64(step)
+				got, want := sh.appendTo(nil, int64(step)), AppendOutbox(nil, &model)
+				if !bytes.Equal(got, want) {
+					t.Fatalf("step %d: encoding\n%q\nwant\n%q", step, got, want)
+				}
+				if sh.live != len(model.Entries) {
+					t.Fatalf("step %d: %d entries, want %d", step, sh.live, len(model.Entries))
+				}
+			}
+		})
+	}
+}
