@@ -386,7 +386,7 @@ func (r *results) whereTimeGoes() string {
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
 	p("- Guest entries set the floor. noop does nothing per request and still costs %.0f ns for %.2f entries: %.0f ns per entry on average (wazero's call, Go's export trampoline, the SDK's context maps; context create and delete are the dearer ones).",
 		noop, ent("noop"), perEntry)
-	p("- filter static (no header read) − noop = %+.0f ns: the filter's lean export set saves %d trivial entries per request, which more than pays for its counting (it counts through its entry's Ref; a table.Add would be %.0f ns natively).",
+	p("- filter static (no header read) − noop = %+.0f ns: the filter's lean export set saves %d trivial entries per request, and its streams skip the SDK's per-stream Go maps (shared streams, filter/_sdkabi: a stream's create, lookups and delete are an idmap.Map's, not two map inserts and four deletes and lookups), which more than pays for its counting (it counts through its entry's Ref; a table.Add would be %.0f ns natively).",
 		fs-noop, w.variant("noop").mod.EntriesPerRequest()-w.variant("filter static").mod.EntriesPerRequest(), r.hotNs("static"))
 	p("- Reading one header costs authority-floor − noop = %.0f ns: %+.2f guest entries (the host's re-entrant proxy_on_memory_allocate for the copy), %+.2f host calls, and the garbage the copy leaves for the guest's GC.",
 		read, ent("authority-floor")-ent("noop"), hc("authority-floor")-hc("noop"))
