@@ -10,9 +10,10 @@ import (
 	"testing"
 )
 
-// These tests hold Parse to the encoding/json based parser, kept as
-// referenceParse: for any input both accept or both refuse, with the same
-// message, and what both accept is the same Config.
+// Parse reads JSON with its own reader (jsonread.go) where it used encoding/json.
+// These tests hold it to the old parser, kept as referenceParse: for any input
+// both accept or both refuse, with the same message, and what both accept is the
+// same Config.
 
 // deep returns n opening brackets, what a value nested n deep starts with.
 func deep(open string, n int) string { return strings.Repeat(open, n) }
@@ -208,8 +209,9 @@ func TestMatchesReference(t *testing.T) {
 }
 
 // FuzzParseMatchesEncodingJSON checks Parse against the old parser, built on
-// encoding/json, on arbitrary input. Seeds: differentialCases, FuzzParse's
-// corpus and this target's own (testdata/fuzz/FuzzParseMatchesEncodingJSON).
+// encoding/json, on arbitrary input. Seeds: differentialCases and FuzzParse's
+// corpus (plus testdata/fuzz/FuzzParseMatchesEncodingJSON, where the fuzzer
+// writes an input on which they differ).
 func FuzzParseMatchesEncodingJSON(f *testing.F) {
 	for _, tc := range differentialCases {
 		f.Add([]byte(tc.doc))

@@ -1,7 +1,7 @@
 package config
 
-// The encoding/json based parser, kept verbatim (but for the names) as the
-// reference that Parse is checked against: see differential_test.go.
+// The encoding/json based parser that Parse replaced, kept verbatim (but for the
+// names) as the reference that Parse is checked against: see differential_test.go.
 
 import (
 	"bytes"
