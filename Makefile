@@ -39,6 +39,7 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	cd messages && $(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) .
 	$(GO) test -run='^$$' -fuzz='^FuzzAppendAuthority$$' -fuzztime=$(FUZZTIME) ./filter/key
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./filter/config
+	$(GO) test -run='^$$' -fuzz='^FuzzParseMatchesEncodingJSON$$' -fuzztime=$(FUZZTIME) ./filter/config
 
 run: build ## serve localhost:10000 through the compiled filter; flushes print as JSON lines (RUNFLAGS=-h for options)
 	$(GO) build -o build/reqcount-run ./e2e/cmd/reqcount-run

@@ -7,11 +7,9 @@ package config
 
 import (
 	"bytes"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"math"
+	"strconv"
 	"strings"
 	"time"
 
@@ -208,27 +206,57 @@ func fieldErr(field, format string, args ...any) *Error {
 
 // document is the JSON shape. Pointers tell "absent" from "empty".
 type document struct {
-	Cluster          *string  `json:"cluster"`
-	Authority        *string  `json:"authority"`
-	Path             *string  `json:"path"`
-	Mode             *string  `json:"mode"`
-	FlushInterval    *string  `json:"flush_interval"`
-	Timeout          *string  `json:"timeout"`
-	KeySource        *string  `json:"key_source"`
-	ServiceHeader    *string  `json:"service_header"`
-	NamespaceHeader  *string  `json:"namespace_header"`
-	Service          *string  `json:"service"`
-	Namespace        *string  `json:"namespace"`
-	DefaultNamespace *string  `json:"default_namespace"`
-	ClusterDomain    *string  `json:"cluster_domain"`
-	MaxKeys          *int64   `json:"max_keys"`
-	WakeAfter        *string  `json:"wake_after"`
-	Include          []string `json:"include"`
-	Exclude          []string `json:"exclude"`
-	IgnorePaths      []string `json:"ignore_paths"`
-	IgnoreUserAgents []string `json:"ignore_user_agents"`
-	MemoSize         *int64   `json:"memo_size"`
-	Aggregate        *string  `json:"aggregate"`
+	Cluster          *string
+	Authority        *string
+	Path             *string
+	Mode             *string
+	FlushInterval    *string
+	Timeout          *string
+	KeySource        *string
+	ServiceHeader    *string
+	NamespaceHeader  *string
+	Service          *string
+	Namespace        *string
+	DefaultNamespace *string
+	ClusterDomain    *string
+	MaxKeys          *int64
+	WakeAfter        *string
+	Include          []string
+	Exclude          []string
+	IgnorePaths      []string
+	IgnoreUserAgents []string
+	MemoSize         *int64
+	Aggregate        *string
+}
+
+// fields are the configuration's fields, spelled exactly, in the order the
+// unknown-field message lists them. dest returns where a field's value goes in a
+// document: a **string, a **int64 or a *[]string.
+var fields = [...]struct {
+	name string
+	dest func(*document) any
+}{
+	{"cluster", func(d *document) any { return &d.Cluster }},
+	{"authority", func(d *document) any { return &d.Authority }},
+	{"path", func(d *document) any { return &d.Path }},
+	{"mode", func(d *document) any { return &d.Mode }},
+	{"flush_interval", func(d *document) any { return &d.FlushInterval }},
+	{"timeout", func(d *document) any { return &d.Timeout }},
+	{"key_source", func(d *document) any { return &d.KeySource }},
+	{"service_header", func(d *document) any { return &d.ServiceHeader }},
+	{"namespace_header", func(d *document) any { return &d.NamespaceHeader }},
+	{"service", func(d *document) any { return &d.Service }},
+	{"namespace", func(d *document) any { return &d.Namespace }},
+	{"default_namespace", func(d *document) any { return &d.DefaultNamespace }},
+	{"cluster_domain", func(d *document) any { return &d.ClusterDomain }},
+	{"max_keys", func(d *document) any { return &d.MaxKeys }},
+	{"wake_after", func(d *document) any { return &d.WakeAfter }},
+	{"include", func(d *document) any { return &d.Include }},
+	{"exclude", func(d *document) any { return &d.Exclude }},
+	{"ignore_paths", func(d *document) any { return &d.IgnorePaths }},
+	{"ignore_user_agents", func(d *document) any { return &d.IgnoreUserAgents }},
+	{"memo_size", func(d *document) any { return &d.MemoSize }},
+	{"aggregate", func(d *document) any { return &d.Aggregate }},
 }
 
 // Parse reads a JSON configuration document, applies defaults and validates every
@@ -240,85 +268,209 @@ func Parse(data []byte) (Config, error) {
 	if len(data) > MaxConfigSize {
 		return Config{}, &Error{Reason: fmt.Sprintf("configuration is %d bytes, more than the %d allowed", len(data), MaxConfigSize)}
 	}
-	if err := checkFieldNames(data); err != nil {
-		return Config{}, err
-	}
 	var doc document
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&doc); err != nil {
-		return Config{}, decodeError(err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return Config{}, &Error{Reason: "unexpected data after the JSON object"}
+	if err := doc.read(data); err != nil {
+		return Config{}, err
 	}
 	return doc.validate()
 }
 
-// fieldNames are the configuration's fields, spelled exactly.
-var fieldNames = map[string]bool{
-	"cluster": true, "authority": true, "path": true, "mode": true, "flush_interval": true, "timeout": true,
-	"key_source": true, "service_header": true, "namespace_header": true, "service": true, "namespace": true,
-	"default_namespace": true, "cluster_domain": true, "max_keys": true, "wake_after": true, "include": true,
-	"exclude": true, "ignore_paths": true, "ignore_user_agents": true, "memo_size": true, "aggregate": true,
-}
-
-// checkFieldNames refuses an unknown field, a field whose name is not spelled
-// exactly as documented (encoding/json would match "Cluster" to "cluster") and a
-// field given twice. It is the only check for unknown fields. A
-// document that is not a JSON object is left for the full decode to describe.
-func checkFieldNames(data []byte) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		return nil
+// read decodes data, a JSON object, into d. It refuses what the parser it
+// replaced (encoding/json's Decoder, after a pass over the field names) refused,
+// with the same messages and in the same order: a field name that is unknown,
+// not spelled exactly or repeated, unless a syntax error comes before it; then
+// any syntax error; then the first value of the wrong type; then data after the
+// object. null for the whole document or for a field means absent.
+func (d *document) read(data []byte) error {
+	r := reader{data: data}
+	typeErr, err := d.readTop(&r)
+	if _, named := err.(*Error); named {
+		return err
 	}
-	seen := make(map[string]bool, len(fieldNames))
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil
-		}
-		name, _ := tok.(string)
-		if !fieldNames[name] {
-			return fieldErr(name, "unknown field (known: cluster, authority, path, mode, flush_interval, timeout, key_source, "+
-				"service_header, namespace_header, service, namespace, default_namespace, cluster_domain, max_keys, "+
-				"wake_after, include, exclude, ignore_paths, ignore_user_agents, memo_size, aggregate)")
-		}
-		if seen[name] {
-			return fieldErr(name, "given more than once")
-		}
-		seen[name] = true
-		var skip json.RawMessage
-		if err := dec.Decode(&skip); err != nil {
-			return nil
-		}
+	if r.tooDeep != nil {
+		err = r.tooDeep
+	}
+	switch {
+	case err != nil:
+		return syntaxErr(err)
+	case typeErr != nil:
+		return typeErr
+	}
+	if _, err := r.peek(); err == nil {
+		return &Error{Reason: "unexpected data after the JSON object"}
 	}
 	return nil
 }
 
-// decodeError turns encoding/json's errors into ones that name the field.
-func decodeError(err error) error {
-	var typeErr *json.UnmarshalTypeError
-	if errors.As(err, &typeErr) {
-		if typeErr.Field == "" {
-			return &Error{Reason: fmt.Sprintf("must be a JSON object, not %s", typeErr.Value)}
+// syntaxErr describes a syntax error or a premature end of the document.
+func syntaxErr(err error) *Error {
+	if se, ok := err.(*syntaxError); ok {
+		return &Error{Reason: "not valid JSON at byte " + strconv.Itoa(se.offset) + ": " + se.msg}
+	}
+	return &Error{Reason: "not valid JSON: unexpected end of input"}
+}
+
+// readTop reads the document's value: an object into d. null leaves d empty; a
+// value of another kind is a type error.
+func (d *document) readTop(r *reader) (typeErr *Error, err error) {
+	k, err := r.peekKind()
+	if err != nil {
+		return nil, err
+	}
+	if k == kindObject {
+		return d.readObject(r)
+	}
+	if _, err := r.skip(); err != nil || k == kindNull {
+		return nil, err
+	}
+	return &Error{Reason: "must be a JSON object, not " + k.String()}, nil
+}
+
+// readObject reads the document's object member by member. A field name that is
+// unknown or repeated is returned as err at once; the first type error is
+// returned once the object has been read.
+func (d *document) readObject(r *reader) (typeErr *Error, err error) {
+	var seen uint32 // bit i: fields[i] was given
+	more, err := r.enter()
+	for err == nil && more {
+		var te *Error
+		if te, err = d.readMember(r, &seen); typeErr == nil {
+			typeErr = te
 		}
-		want := "a string"
-		switch typeErr.Field {
-		case "max_keys", "memo_size":
-			want = "a whole number"
-		case "include", "exclude", "ignore_paths", "ignore_user_agents":
-			want = "a list of strings"
+		if err == nil {
+			more, err = r.next()
 		}
-		return fieldErr(typeErr.Field, "must be %s, not %s", want, typeErr.Value)
 	}
-	var syntaxErr *json.SyntaxError
-	if errors.As(err, &syntaxErr) {
-		return &Error{Reason: fmt.Sprintf("not valid JSON at byte %d: %v", syntaxErr.Offset, syntaxErr)}
+	return typeErr, err
+}
+
+// readMember reads one member of the document's object. Field names are matched
+// exactly: encoding/json would have matched "Cluster" to "cluster".
+func (d *document) readMember(r *reader, seen *uint32) (typeErr *Error, err error) {
+	name, err := r.name(true)
+	if err != nil {
+		return nil, err
 	}
-	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-		return &Error{Reason: "not valid JSON: unexpected end of input"}
+	i := fieldIndex(name)
+	switch {
+	case i < 0:
+		return nil, unknownField(name)
+	case *seen&(1<<i) != 0:
+		return nil, fieldErr(name, "given more than once")
 	}
-	return &Error{Reason: "not valid JSON: " + err.Error()}
+	*seen |= 1 << i
+	if err := r.colon(); err != nil {
+		return nil, err
+	}
+	return readField(r, name, fields[i].dest(d))
+}
+
+// fieldIndex returns the index in fields of the field called name, or -1.
+func fieldIndex(name string) int {
+	for i := range fields {
+		if fields[i].name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// unknownField is the error for a field name that is not one of fields.
+func unknownField(name string) *Error {
+	known := fields[0].name
+	for _, f := range fields[1:] {
+		known += ", " + f.name
+	}
+	return &Error{Field: name, Reason: "unknown field (known: " + known + ")"}
+}
+
+// readField reads the value of field into dest (see fields). A value of the
+// wrong kind is read whole and returned as typeErr.
+func readField(r *reader, field string, dest any) (typeErr *Error, err error) {
+	k, err := r.peekKind()
+	if err != nil {
+		return nil, err
+	}
+	switch dest := dest.(type) {
+	case **string:
+		if k == kindString {
+			s, err := r.str(true)
+			if err == nil {
+				*dest = &s
+			}
+			return nil, err
+		}
+	case **int64:
+		if k == kindNumber {
+			return readInt(r, field, dest)
+		}
+	case *[]string:
+		if k == kindArray {
+			return readList(r, field, dest)
+		}
+	}
+	if _, err := r.skip(); err != nil || k == kindNull {
+		return nil, err
+	}
+	return typeError(field, dest, k.String()), nil
+}
+
+// readInt reads a number that must be whole and fit an int64: encoding/json
+// refused 1.5, 1e3 and 5.0 for an *int64, and so does it.
+func readInt(r *reader, field string, dest **int64) (typeErr *Error, err error) {
+	text, err := r.number()
+	if err != nil {
+		return nil, err
+	}
+	n, err := strconv.ParseInt(string(text), 10, 64)
+	if err != nil {
+		return typeError(field, dest, "number "+string(text)), nil
+	}
+	*dest = &n
+	return nil, nil
+}
+
+// readList reads an array of strings. As with encoding/json, an empty array is an
+// empty list (not nil) and a null element is an empty string.
+func readList(r *reader, field string, dest *[]string) (typeErr *Error, err error) {
+	list := []string{}
+	more, err := r.enter()
+	for err == nil && more {
+		var k kind
+		if k, err = r.peekKind(); err != nil {
+			break
+		}
+		switch k {
+		case kindString:
+			var s string
+			s, err = r.str(true)
+			list = append(list, s)
+		case kindNull:
+			_, err = r.skip()
+			list = append(list, "")
+		default:
+			if _, err = r.skip(); typeErr == nil {
+				typeErr = typeError(field, dest, k.String())
+			}
+		}
+		if err == nil {
+			more, err = r.next()
+		}
+	}
+	*dest = list
+	return typeErr, err
+}
+
+// typeError is a value of the wrong kind for field; got names what was found.
+func typeError(field string, dest any, got string) *Error {
+	want := "a string"
+	switch dest.(type) {
+	case **int64:
+		want = "a whole number"
+	case *[]string:
+		want = "a list of strings"
+	}
+	return &Error{Field: field, Reason: "must be " + want + ", not " + got}
 }
 
 func str(p *string, def string) string {
