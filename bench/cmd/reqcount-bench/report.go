@@ -50,6 +50,7 @@ const (
 	targetMemGrowth  = 1 << 20 // bytes of growth from the first to the second checkpoint
 	targetMemRatio   = 1.25    // filter / authority-floor, linear memory at the second checkpoint
 	targetLongGrowth = 1 << 20 // bytes of growth from the second checkpoint to the end of the long run
+	targetStartMem   = 4 << 20 // linear memory at VM start, filter variants
 	targetFlushLimit = 2 * time.Millisecond
 
 	// Issue 7.
@@ -265,6 +266,8 @@ func (r *results) markdown() report {
 			continue
 		}
 		m1, m2 := v.mem[o.mem1], v.mem[o.mem2]
+		target(v.startMem <= targetStartMem, "%s linear memory at VM start ≤ %s (a guard: the Go heap's 512 KiB arenas are aligned, so a little more static data or start-up heap can cost a whole arena per worker): %s",
+			v.name, mib(targetStartMem), mib(uint64(v.startMem)))
 		target(int64(m2)-int64(m1) <= targetMemGrowth, "%s memory after %s ≤ after %s + 1 MiB: %s vs %s", v.name, mem2, mem1, mib(uint64(m2)), mib(uint64(m1)))
 		target(int64(v.longMem)-int64(m2) <= targetLongGrowth, "%s memory after the long run ≤ after %s + %s: %s vs %s",
 			v.name, mem2, mib(targetLongGrowth), mib(uint64(v.longMem)), mib(uint64(m2)))
