@@ -38,8 +38,8 @@ type aggregator struct {
 	filled     []table.Ref  // merged entries refill gave a Pending
 	leading    bool
 	groups     groupIndex
-	// answers are the merged calls' answer callbacks not in use (answer).
-	answers []*answer
+	// calls pools the merged calls' answer callbacks.
+	calls calls
 	// slices is the number of outbox shards, one per tick of a flush interval;
 	// phase shifts which one this worker publishes (and, leading, collects) first.
 	slices, phase int
@@ -72,6 +72,7 @@ func newAggregator(p *pluginContext, cfg config.Config) *aggregator {
 		heartbeatMs: max(cfg.FlushInterval.Milliseconds()/2, 1000),
 	}
 	a.deadMs = 4*a.heartbeatMs + a.leaseMs
+	a.calls.settle = a.onAnswer
 	id := newWorkerID()
 	a.slices, a.phase = cfg.Slices(), randomPhase(cfg.Slices())
 	a.worker = merge.NewWorker(sharedStore{}, id, a.slices, cfg.MaxKeys, a.leaseMs)
@@ -320,54 +321,14 @@ func (a *aggregator) settled(id uint64, e *table.Entry, delivered bool) {
 	a.leader.Settled(id, e.Key, delivered)
 }
 
-// dispatch sends one body of the merged flusher.
+// dispatch sends one body of the merged flusher; the answer comes to onAnswer.
 func (a *aggregator) dispatch(body []byte, id uint64) error {
+	return a.p.callCluster(&a.calls, body, id)
+}
+
+// onAnswer settles a merged call with its answer.
+func (a *aggregator) onAnswer(id uint64, numHeaders int) {
 	p := a.p
-	ans := a.answer(id)
-	_, err := proxywasm.DispatchHttpCall(p.cfg.Cluster, p.callHdrs, body, nil,
-		uint32(p.cfg.Timeout.Milliseconds()), ans.fn)
-	if err != nil {
-		a.release(ans)
-	}
-	return err
-}
-
-// answer is the callback of one merged call's answer: made once and reused
-// (the SDK keeps a callback until the answer, and a closure per call would be
-// garbage on every call).
-type answer struct {
-	a  *aggregator
-	id uint64
-	fn func(numHeaders, bodySize, numTrailers int) // done, bound once
-}
-
-// maxAnswers bounds the callbacks kept for reuse.
-const maxAnswers = 1024
-
-// answer returns a callback for call id.
-func (a *aggregator) answer(id uint64) *answer {
-	var ans *answer
-	if n := len(a.answers); n > 0 {
-		ans, a.answers = a.answers[n-1], a.answers[:n-1]
-	} else {
-		ans = &answer{a: a}
-		ans.fn = ans.done
-	}
-	ans.id = id
-	return ans
-}
-
-// release takes back a callback that will not be called (again).
-func (a *aggregator) release(ans *answer) {
-	if len(a.answers) < maxAnswers {
-		a.answers = append(a.answers, ans)
-	}
-}
-
-// done settles the call with its answer.
-func (ans *answer) done(numHeaders, _, _ int) {
-	a, id, p := ans.a, ans.id, ans.a.p
-	a.release(ans)
 	outcome, status := responseOutcome(numHeaders)
 	a.mflush.Done(id, outcome, status)
 	if p.draining && outcome == flush.Delivered {

@@ -26,7 +26,7 @@ func (p *pluginContext) OnTick() {
 		return
 	}
 	p.logFailedCalls()
-	before := p.flushStats()
+	before := p.logged // the stats logFailedCalls just read
 	if p.agg != nil {
 		p.agg.tick()
 	}
@@ -86,9 +86,65 @@ func (p *pluginContext) wake(ref table.Ref) {
 
 // dispatch sends one flush body; the answer comes to onResponse.
 func (p *pluginContext) dispatch(body []byte, id uint64) error {
+	return p.callCluster(&p.calls, body, id)
+}
+
+// callCluster sends body to the collector cluster as call id; its answer goes to
+// c.settle.
+func (p *pluginContext) callCluster(c *calls, body []byte, id uint64) error {
+	ans := c.get(id)
 	_, err := proxywasm.DispatchHttpCall(p.cfg.Cluster, p.callHdrs, body, nil,
-		uint32(p.cfg.Timeout.Milliseconds()), func(numHeaders, _, _ int) { p.onResponse(id, numHeaders) })
+		uint32(p.cfg.Timeout.Milliseconds()), ans.fn)
+	if err != nil {
+		c.put(ans) // never called
+	}
 	return err
+}
+
+// calls pools the answer callbacks of one flusher's calls: the SDK keeps a
+// callback until its answer, and a closure per call would be garbage on every
+// call.
+type calls struct {
+	free []*answer
+	// settle takes call id's answer (its response header count).
+	settle func(id uint64, numHeaders int)
+}
+
+// answer is the callback of one call's answer, made once and reused.
+type answer struct {
+	pool *calls
+	id   uint64
+	fn   func(numHeaders, bodySize, numTrailers int) // done, bound once
+}
+
+// maxAnswers bounds the callbacks a pool keeps for reuse.
+const maxAnswers = 1024
+
+// get returns a callback for call id.
+func (c *calls) get(id uint64) *answer {
+	var ans *answer
+	if n := len(c.free); n > 0 {
+		ans, c.free = c.free[n-1], c.free[:n-1]
+	} else {
+		ans = &answer{pool: c}
+		ans.fn = ans.done
+	}
+	ans.id = id
+	return ans
+}
+
+// put takes back a callback that will not be called (again).
+func (c *calls) put(ans *answer) {
+	if len(c.free) < maxAnswers {
+		c.free = append(c.free, ans)
+	}
+}
+
+// done hands the answer to the pool's settle, the callback going back first.
+func (ans *answer) done(numHeaders, _, _ int) {
+	c, id := ans.pool, ans.id
+	c.put(ans)
+	c.settle(id, numHeaders)
 }
 
 // onResponse settles a call: only a 2xx :status means delivered. Envoy reports a

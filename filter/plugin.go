@@ -67,6 +67,8 @@ type pluginContext struct {
 	tallies  tallies
 	metrics  metrics
 	callHdrs [][2]string
+	// calls pools the answer callbacks of the worker's own calls (flush.go).
+	calls    calls
 	draining bool
 	// finished is set once the shutdown is over (or proxy_done was called).
 	finished bool
@@ -132,6 +134,7 @@ func (p *pluginContext) start(cfg config.Config) {
 	if cfg.WakeAfter > 0 {
 		p.wakeTicks = uint32(min(math.Ceil(float64(cfg.WakeAfter)/float64(cfg.TickPeriod())), math.MaxUint32/2))
 	}
+	p.calls.settle = p.onResponse
 	p.flusher = flush.New(p.table, flush.Options{
 		Batch:        cfg.Mode == config.ModeBatch,
 		AbandonAfter: abandonAfter(cfg),

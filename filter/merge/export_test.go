@@ -38,3 +38,12 @@ func (l *Leader) CallParts(id uint64) []Part {
 	}
 	return parts
 }
+
+// each calls fn for every entry with counts (tests only).
+func (sh *shard) each(fn func(key []byte, e *outEntry)) {
+	for i := range sh.ents {
+		if sh.ents[i].n > 0 {
+			fn(sh.key(i), &sh.ents[i])
+		}
+	}
+}

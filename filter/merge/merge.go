@@ -665,25 +665,12 @@ func workersBody(data []byte) ([]byte, error) {
 	return rest, nil
 }
 
-// Has reports whether id is listed.
-func (w Workers) Has(id string) bool {
-	for _, x := range w {
-		if x == id {
-			return true
-		}
-	}
-	return false
-}
-
 // Lease says which worker sends the regular reports, and until when.
 type Lease struct {
 	Holder   string
 	ExpiryMs int64
 	Released bool
 }
-
-// Free reports whether another worker may take the lease at nowMs.
-func (l Lease) Free(nowMs int64) bool { return l.Released || l.Holder == "" || nowMs >= l.ExpiryMs }
 
 // AppendLease writes the lease's encoding.
 func AppendLease(dst []byte, l Lease) []byte {

@@ -182,12 +182,3 @@ func (sh *shard) appendTo(dst []byte, heartbeatMs int64) []byte {
 	}
 	return dst
 }
-
-// each calls fn for every entry with counts.
-func (sh *shard) each(fn func(key []byte, e *outEntry)) {
-	for i := range sh.ents {
-		if sh.ents[i].n > 0 {
-			fn(sh.key(i), &sh.ents[i])
-		}
-	}
-}

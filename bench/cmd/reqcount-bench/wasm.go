@@ -245,7 +245,7 @@ func (v *variant) longRun(ctx context.Context, ticks, requests int) error {
 	if !v.filter {
 		return nil
 	}
-	cycles0, collected0 := v.gauge(metricGCCycles), v.gauge(metricGCCollected)
+	cycles0, collected0 := v.host.Gauge(metricGCCycles), v.host.Gauge(metricGCCollected)
 	for range ticks {
 		if requests > 0 {
 			if _, err := v.drive(ctx, requests, nil); err != nil {
@@ -259,15 +259,9 @@ func (v *variant) longRun(ctx context.Context, ticks, requests int) error {
 		}
 	}
 	v.longMem = v.w.MemorySize() // after the queued replies, as v.tick does
-	v.longCycles = v.gauge(metricGCCycles) - cycles0
-	v.longCollected = v.gauge(metricGCCollected) - collected0
+	v.longCycles = v.host.Gauge(metricGCCycles) - cycles0
+	v.longCollected = v.host.Gauge(metricGCCollected) - collected0
 	return nil
-}
-
-// gauge is the guest's gauge name, 0 if it has none.
-func (v *variant) gauge(name string) int64 {
-	m, _ := v.host.Metric(wasmhost.MetricGauge, name)
-	return m.Value
 }
 
 // gcSample is the guest's GC cycle count after a tick, with the requests
