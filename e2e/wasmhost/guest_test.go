@@ -551,6 +551,12 @@ func TestGuestCustomDispatch(t *testing.T) {
 func TestGuestSharedDataCAS(t *testing.T) {
 	const workers, perWorker = 2, 300
 	h := newHost(t, "guest", Config{Workers: workers, PluginConfig: []byte("shared=hits"), ManualTicks: true})
+	// The key exists before the workers race: shared data has no atomic create
+	// (a set of a missing key succeeds whatever its CAS, as in Envoy), so two
+	// first increments of a missing key could both write 1 (seen once under load).
+	if st := h.SetSharedData("hits", []byte("0"), 0); st != StatusOK {
+		t.Fatalf("SetSharedData(hits) = %d", st)
+	}
 	var wg sync.WaitGroup
 	errs := make(chan error, workers)
 	for i := 0; i < workers; i++ {
