@@ -41,6 +41,8 @@ type options struct {
 	keys         int
 	flushRuns    int
 	wakeups      int
+	// keyLongTicks is the length of the per-key long run, in ticks.
+	keyLongTicks int
 	buildDir     string
 	out          string
 	quick        bool
@@ -60,6 +62,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.keys, "keys", 10000, "keys in the flush measurements")
 	fs.IntVar(&o.flushRuns, "flush-runs", 9, "timed runs of each flush measurement (the median is reported)")
 	fs.IntVar(&o.wakeups, "wakeups", 1000, "timed wake-ups in the wake-up latency measurement")
+	fs.IntVar(&o.keyLongTicks, "key-long-ticks", 14400, "ticks of the per-key long run (14400: two hours of 500ms ticks), 10 000 keys turning over")
 	fs.StringVar(&o.buildDir, "build-dir", "build/bench", "where the modules are built (relative to the repository root)")
 	fs.StringVar(&o.out, "out", "bench/RESULTS.md", "results file to write (relative to the repository root); empty: none")
 	fs.BoolVar(&o.quick, "quick", false, "smoke mode: few requests, short benchmarks, no results file unless -out is given")
@@ -71,16 +74,17 @@ func parseFlags(args []string) (options, error) {
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		quick := map[string]func(){
-			"rounds":     func() { o.rounds = 2 },
-			"n":          func() { o.n = 2000 },
-			"warmup":     func() { o.warmup = 500 },
-			"mem1":       func() { o.mem1 = 5000 },
-			"mem2":       func() { o.mem2 = 20000 },
-			"long-ticks": func() { o.longTicks = 200 },
-			"keys":       func() { o.keys = 1000 },
-			"flush-runs": func() { o.flushRuns = 2 },
-			"wakeups":    func() { o.wakeups = 50 },
-			"out":        func() { o.out = "" },
+			"rounds":         func() { o.rounds = 2 },
+			"n":              func() { o.n = 2000 },
+			"warmup":         func() { o.warmup = 500 },
+			"mem1":           func() { o.mem1 = 5000 },
+			"mem2":           func() { o.mem2 = 20000 },
+			"long-ticks":     func() { o.longTicks = 200 },
+			"keys":           func() { o.keys = 1000 },
+			"flush-runs":     func() { o.flushRuns = 2 },
+			"wakeups":        func() { o.wakeups = 50 },
+			"key-long-ticks": func() { o.keyLongTicks = 240 },
+			"out":            func() { o.out = "" },
 		}
 		for name, apply := range quick {
 			if !set[name] {
@@ -199,6 +203,11 @@ func run(ctx context.Context, o options, stdout io.Writer) error {
 	phase.end()
 	phase = startPhase(fmt.Sprintf("wake-ups (%d)", o.wakeups))
 	if res.wakeups, err = runWakeups(ctx, o, mods["filter"]); err != nil {
+		return err
+	}
+	phase.end()
+	phase = startPhase("per-key memory")
+	if res.perKey, err = runPerKey(ctx, o, mods["filter"]); err != nil {
 		return err
 	}
 	phase.end()
