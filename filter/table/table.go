@@ -16,20 +16,25 @@ type Entry struct {
 	// InFlight is the number of requests sent in a call that has not been answered
 	// yet. While it is above zero the key is not sent again.
 	InFlight uint64
+	// Unmetered is the number of requests counted since the key's per-service
+	// metric was last brought up to date (package main's series).
+	Unmetered uint64
 	// Last is 1 + the tick count at the key's last request, 0 if it has had none:
 	// the flush path measures a key's silence with it (wake-ups, eviction) without
 	// a clock read per request.
 	Last uint32
-	// Unmetered is the number of requests counted since the key's per-service
-	// metric was last brought up to date (package main's series).
-	Unmetered uint64
 	// Group is the caller's: a number it assigns a key when the key is added
 	// (package main: its outbox shard with aggregate: envoy), so that a pass over
 	// the table can pick a group without hashing every key.
 	Group int32
+	// Series is the caller's: the id of the key's per-service counter, valid
+	// when SeriesDefined (package main's series).
+	Series uint32
 	// Excluded marks a key the configuration does not count (include/exclude): it
 	// is held so that the decision is made once per key, and is never sent.
 	Excluded bool
+	// SeriesDefined marks Series as set.
+	SeriesDefined bool
 }
 
 // Service returns the service part of the key.
@@ -51,7 +56,7 @@ type Ref struct {
 
 // Table is a bounded set of entries. The zero value is not useful: use New.
 type Table struct {
-	index   map[string]Slot
+	index   keyIndex // key hash → slot, with no pointers (index.go)
 	entries []Entry
 	gens    []uint32 // bumped when a slot's entry is removed
 	free    []Slot
@@ -60,12 +65,10 @@ type Table struct {
 
 // New returns a Table that holds at most max keys.
 func New(max int) *Table {
-	return &Table{index: make(map[string]Slot, sizeHint(max)), max: max}
+	return &Table{max: max}
 }
 
-// sizeHint is the initial map size for a bound of max: enough for a typical
 // worker without committing memory for the whole bound up front.
-func sizeHint(max int) int { return min(max, 64) }
 
 // Add counts n requests for k, which must not be empty (package key never writes
 // an empty key). It returns false, counting nothing, when k is not in the table
@@ -110,10 +113,11 @@ func (t *Table) Get(r Ref) *Entry {
 // then true). It returns ok false, adding nothing, when k is not held and the
 // table is full. For a key already held it allocates nothing.
 func (t *Table) Ensure(k []byte) (r Ref, e *Entry, added, ok bool) {
-	if s, ok := t.index[string(k)]; ok { // no allocation: the compiler borrows k
+	h := hashKey(k)
+	if s, ok := t.findBytes(k, h); ok {
 		return Ref{s, t.gens[s]}, &t.entries[s], false, true
 	}
-	if len(t.index) >= t.max {
+	if t.index.n >= t.max {
 		return Ref{}, nil, false, false
 	}
 	var s Slot
@@ -125,9 +129,8 @@ func (t *Table) Ensure(k []byte) (r Ref, e *Entry, added, ok bool) {
 		t.entries = append(t.entries, Entry{})
 		t.gens = append(t.gens, 1) // from 1: the zero Ref matches no entry
 	}
-	ks := string(k)
-	t.entries[s] = Entry{Key: ks}
-	t.index[ks] = s
+	t.entries[s] = Entry{Key: string(k)}
+	t.index.insert(h, s)
 	return Ref{s, t.gens[s]}, &t.entries[s], true, true
 }
 
@@ -141,7 +144,7 @@ func (t *Table) Slots() int { return len(t.entries) }
 func (t *Table) Held(s Slot) bool { return int(s) < len(t.entries) && t.entries[s].Key != "" }
 
 // Len returns the number of keys held.
-func (t *Table) Len() int { return len(t.index) }
+func (t *Table) Len() int { return t.index.n }
 
 // Max returns the most keys the table holds.
 func (t *Table) Max() int { return t.max }
@@ -160,8 +163,37 @@ func (t *Table) Each(fn func(Slot, *Entry)) {
 
 // Lookup returns the slot of k, if held.
 func (t *Table) Lookup(k string) (Slot, bool) {
-	s, ok := t.index[k]
-	return s, ok
+	h := hashKey(k)
+	x := &t.index
+	if x.n == 0 {
+		return 0, false
+	}
+	mask := uint32(len(x.slots) - 1)
+	for i := x.home(h); ; i = (i + 1) & mask {
+		switch e := x.slots[i]; {
+		case e.slot == 0:
+			return 0, false
+		case e.hash == h && t.entries[e.slot-1].Key == k:
+			return Slot(e.slot - 1), true
+		}
+	}
+}
+
+// findBytes is Lookup of a key in bytes, without allocating.
+func (t *Table) findBytes(k []byte, h uint32) (Slot, bool) {
+	x := &t.index
+	if x.n == 0 {
+		return 0, false
+	}
+	mask := uint32(len(x.slots) - 1)
+	for i := x.home(h); ; i = (i + 1) & mask {
+		switch e := x.slots[i]; {
+		case e.slot == 0:
+			return 0, false
+		case e.hash == h && t.entries[e.slot-1].Key == string(k): // no allocation
+			return Slot(e.slot - 1), true
+		}
+	}
 }
 
 // Remove drops the entry in slot s and returns how many requests it still held
@@ -172,7 +204,7 @@ func (t *Table) Remove(s Slot) uint64 {
 	}
 	e := &t.entries[s]
 	held := e.Pending + e.InFlight
-	delete(t.index, e.Key)
+	t.index.remove(hashKey(e.Key), s)
 	*e = Entry{}
 	t.gens[s]++
 	t.free = append(t.free, s)
