@@ -62,7 +62,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.keys, "keys", 10000, "keys in the flush measurements")
 	fs.IntVar(&o.flushRuns, "flush-runs", 9, "timed runs of each flush measurement (the median is reported)")
 	fs.IntVar(&o.wakeups, "wakeups", 1000, "timed wake-ups in the wake-up latency measurement")
-	fs.IntVar(&o.keyLongTicks, "key-long-ticks", 14400, "ticks of the per-key long run (14400: two hours of 500ms ticks), 10 000 keys turning over")
+	fs.IntVar(&o.keyLongTicks, "key-long-ticks", 7200, "ticks of the per-key long run (7200: an hour of 500ms ticks), 10 000 keys turning over")
 	fs.StringVar(&o.buildDir, "build-dir", "build/bench", "where the modules are built (relative to the repository root)")
 	fs.StringVar(&o.out, "out", "bench/RESULTS.md", "results file to write (relative to the repository root); empty: none")
 	fs.BoolVar(&o.quick, "quick", false, "smoke mode: few requests, short benchmarks, no results file unless -out is given")
