@@ -93,6 +93,18 @@ func TestQuickRun(t *testing.T) {
 		"longest tick, 1k keys | filter header, batch, aggregate worker, flush_interval ",
 		"one-tick flush, 1k keys | filter header, single, aggregate worker, whole table in one tick (",
 	}
+	// Issue 17: per-key memory at 0, 1 000 and 10 000 keys (envoy: holder and
+	// not holder; worker), turnover and long run per mode.
+	for _, n := range []string{"0", "1k", "10k"} {
+		for _, role := range []string{"aggregate envoy, holder, ", "aggregate envoy, not holder, ", "aggregate worker, worker, "} {
+			prefixed = append(prefixed, "linear memory per worker VM | "+role+n+" active keys |")
+		}
+	}
+	for _, agg := range []string{"envoy", "worker"} {
+		prefixed = append(prefixed,
+			"longest tick, keys turning over | aggregate "+agg+", 10k keys",
+			"memory over the long run, keys turning over | aggregate "+agg+", 10k keys")
+	}
 	for _, row := range prefixed {
 		if !strings.Contains(table, "| "+row) {
 			t.Errorf("table has no row starting %q", row)
