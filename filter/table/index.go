@@ -1,6 +1,6 @@
 package table
 
-// keyIndex finds a table slot by its key's hash: open addressing with linear
+// keyIndex finds a table slot (or a memo's value) by its key's hash: open addressing with linear
 // probing and backward-shift deletion (no tombstones, so a long life of keys
 // arriving and going idle never lengthens the probes), at most three quarters full. It
 // holds no pointers: the GC neither scans it nor, unlike a map[string]Slot,
@@ -78,6 +78,12 @@ func (x *keyIndex) grow() {
 			x.place(e)
 		}
 	}
+}
+
+// reset forgets every slot, keeping the memory.
+func (x *keyIndex) reset() {
+	clear(x.slots)
+	x.n = 0
 }
 
 // remove drops the position that records slot s under hash.

@@ -7,24 +7,23 @@ package table
 // are detected by their Ref (Table.Get returns nil).
 //
 // It holds no pointers: the values are copied back to back into one byte slice,
-// and an open-addressing table (at most three quarters full) holds each value's hash, its
-// place in those bytes and its Ref. A map[string] of the same values held two
-// string headers, a string allocation and a map slot per value (about 500 bytes a
-// value in a wasm VM, measured by bench's per-key rows); this holds about 20
-// bytes of table and the value's own bytes. A lookup is one FNV-1a hash over the
-// value, usually one probe and one compare of the bytes.
+// each has its place in those bytes and its Ref in vals, and the table's own
+// index (keyIndex) finds them by hash. A map[string] of the same values held two
+// string headers, a string allocation and a map slot per value (about 500 bytes
+// a value in a wasm VM, measured by the bench's per-key rows); this holds 24
+// bytes and the value's own. A lookup is one hash over the value, usually one
+// probe and one compare of the bytes.
 type Memo struct {
-	slots []memoSlot // len 0 or a power of two
-	bytes []byte     // the values, back to back
-	n     int        // values held
+	index keyIndex  // value hash → position in vals
+	vals  []memoVal // by position
+	bytes []byte    // the values, back to back
 	max   int
-	shift uint // 32 - log2(len(slots))
 }
 
-// memoSlot is one position; hash 0 marks it free (hashKey never returns 0).
-type memoSlot struct {
-	hash, off, len uint32
-	ref            Ref
+// memoVal is one value: where its bytes are, and its entry.
+type memoVal struct {
+	off, len uint32
+	ref      Ref
 }
 
 // maxMemoValue is the longest value remembered: a key's authority is far
@@ -35,24 +34,30 @@ const maxMemoValue = 512
 // the values it holds, not with max.
 func NewMemo(max int) *Memo { return &Memo{max: max} }
 
-func (m *Memo) home(hash uint32) uint32 { return (hash * 0x9E3779B1) >> m.shift }
+// find returns raw's position in vals, or -1.
+func (m *Memo) find(raw string, h uint32) int {
+	x := &m.index
+	if x.n == 0 {
+		return -1
+	}
+	mask := uint32(len(x.slots) - 1)
+	for i := x.home(h); ; i = (i + 1) & mask {
+		e := x.slots[i]
+		if e.slot == 0 {
+			return -1
+		}
+		if v := &m.vals[e.slot-1]; e.hash == h && string(m.bytes[v.off:v.off+v.len]) == raw { // no allocation
+			return int(e.slot - 1)
+		}
+	}
+}
 
 // Get returns the Ref remembered for raw. It allocates nothing.
 func (m *Memo) Get(raw string) (Ref, bool) {
-	if m.n == 0 {
-		return Ref{}, false
+	if i := m.find(raw, hashKey(raw)); i >= 0 {
+		return m.vals[i].ref, true
 	}
-	h := hashKey(raw)
-	mask := uint32(len(m.slots) - 1)
-	for i := m.home(h); ; i = (i + 1) & mask {
-		s := &m.slots[i]
-		switch {
-		case s.hash == 0:
-			return Ref{}, false
-		case s.hash == h && string(m.bytes[s.off:s.off+s.len]) == raw: // no allocation
-			return s.ref, true
-		}
-	}
+	return Ref{}, false
 }
 
 // Put remembers r for raw, copying raw (which may alias memory the host reuses).
@@ -62,53 +67,19 @@ func (m *Memo) Put(raw string, r Ref) {
 		return
 	}
 	h := hashKey(raw)
-	if m.n > 0 {
-		mask := uint32(len(m.slots) - 1)
-		for i := m.home(h); m.slots[i].hash != 0; i = (i + 1) & mask {
-			if s := &m.slots[i]; s.hash == h && string(m.bytes[s.off:s.off+s.len]) == raw {
-				s.ref = r
-				return
-			}
-		}
+	if i := m.find(raw, h); i >= 0 {
+		m.vals[i].ref = r
+		return
 	}
-	if m.n >= m.max {
+	if len(m.vals) >= m.max {
 		// Start over, keeping the memory: it stays bounded by max values.
-		clear(m.slots)
-		m.bytes = m.bytes[:0]
-		m.n = 0
+		m.index.reset()
+		m.vals, m.bytes = m.vals[:0], m.bytes[:0]
 	}
-	if 4*(m.n+1) > 3*len(m.slots) {
-		m.grow()
-	}
-	off := uint32(len(m.bytes))
+	m.vals = append(m.vals, memoVal{off: uint32(len(m.bytes)), len: uint32(len(raw)), ref: r})
 	m.bytes = append(m.bytes, raw...)
-	m.place(memoSlot{hash: h, off: off, len: uint32(len(raw)), ref: r})
-	m.n++
-}
-
-func (m *Memo) place(e memoSlot) {
-	mask := uint32(len(m.slots) - 1)
-	i := m.home(e.hash)
-	for m.slots[i].hash != 0 {
-		i = (i + 1) & mask
-	}
-	m.slots[i] = e
-}
-
-func (m *Memo) grow() {
-	old := m.slots
-	size := max(2*len(old), minIndexSlots)
-	m.slots = make([]memoSlot, size)
-	m.shift = 32
-	for s := size; s > 1; s >>= 1 {
-		m.shift--
-	}
-	for _, e := range old {
-		if e.hash != 0 {
-			m.place(e)
-		}
-	}
+	m.index.insert(h, Slot(len(m.vals)-1))
 }
 
 // Len returns the number of values remembered.
-func (m *Memo) Len() int { return m.n }
+func (m *Memo) Len() int { return len(m.vals) }

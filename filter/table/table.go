@@ -68,8 +68,6 @@ func New(max int) *Table {
 	return &Table{max: max}
 }
 
-// worker without committing memory for the whole bound up front.
-
 // Add counts n requests for k, which must not be empty (package key never writes
 // an empty key). It returns false, counting nothing, when k is not in the table
 // and the table is full. For a key already held it allocates nothing.
@@ -114,7 +112,7 @@ func (t *Table) Get(r Ref) *Entry {
 // table is full. For a key already held it allocates nothing.
 func (t *Table) Ensure(k []byte) (r Ref, e *Entry, added, ok bool) {
 	h := hashKey(k)
-	if s, ok := t.findBytes(k, h); ok {
+	if s, ok := find(t, k, h); ok {
 		return Ref{s, t.gens[s]}, &t.entries[s], false, true
 	}
 	if t.index.n >= t.max {
@@ -162,25 +160,11 @@ func (t *Table) Each(fn func(Slot, *Entry)) {
 }
 
 // Lookup returns the slot of k, if held.
-func (t *Table) Lookup(k string) (Slot, bool) {
-	h := hashKey(k)
-	x := &t.index
-	if x.n == 0 {
-		return 0, false
-	}
-	mask := uint32(len(x.slots) - 1)
-	for i := x.home(h); ; i = (i + 1) & mask {
-		switch e := x.slots[i]; {
-		case e.slot == 0:
-			return 0, false
-		case e.hash == h && t.entries[e.slot-1].Key == k:
-			return Slot(e.slot - 1), true
-		}
-	}
-}
+func (t *Table) Lookup(k string) (Slot, bool) { return find(t, k, hashKey(k)) }
 
-// findBytes is Lookup of a key in bytes, without allocating.
-func (t *Table) findBytes(k []byte, h uint32) (Slot, bool) {
+// find is Lookup of a key as a string or in bytes (Ensure's), without
+// allocating: the index gives the slots whose keys share k's hash.
+func find[S ~string | ~[]byte](t *Table, k S, h uint32) (Slot, bool) {
 	x := &t.index
 	if x.n == 0 {
 		return 0, false
@@ -190,7 +174,7 @@ func (t *Table) findBytes(k []byte, h uint32) (Slot, bool) {
 		switch e := x.slots[i]; {
 		case e.slot == 0:
 			return 0, false
-		case e.hash == h && t.entries[e.slot-1].Key == string(k): // no allocation
+		case e.hash == h && t.entries[e.slot-1].Key == string(k):
 			return Slot(e.slot - 1), true
 		}
 	}

@@ -180,9 +180,8 @@ func keyRequest(i int) wasmhost.Request {
 	return wasmhost.Request{Headers: hs}
 }
 
-// interval sends one request for each key in [from, to) to every worker,
-// then ticks every worker through one flush interval and waits for the
-// answers. It returns the longest proxy_on_tick of the interval on worker 0.
+// interval sends reqs to every worker, then ticks every worker through one
+// flush interval and waits for the answers. It returns the longest proxy_on_tick of the interval on worker 0.
 func (k *keyHost) interval(ctx context.Context, reqs []wasmhost.Request) (time.Duration, error) {
 	for i := range k.h.Workers() {
 		w := k.h.Worker(i)
@@ -214,8 +213,8 @@ func (k *keyHost) interval(ctx context.Context, reqs []wasmhost.Request) (time.D
 	return longest, nil
 }
 
-// holder returns the index of the worker that made report calls in the last
-// interval (the lease holder), or -1.
+// callsBy returns each worker's report calls so far: with aggregate: envoy
+// only the lease holder makes them.
 func (k *keyHost) callsBy() []uint64 {
 	out := make([]uint64, k.h.Workers())
 	for i := range out {
@@ -408,8 +407,8 @@ const (
 	targetLongDrift   = 0.10                  // long run: end within 10 % of the memory after its first interval
 )
 
-// report adds the measurement's rows and targets.
-func (p *perKey) report(row func(...string), target func(bool, string, ...any)) {
+// tableRows adds the measurement's rows to the results table.
+func (p *perKey) tableRows(row func(...string)) {
 	if p == nil {
 		return
 	}
@@ -433,6 +432,13 @@ func (p *perKey) report(row func(...string), target func(bool, string, ...any)) 
 		row("memory over the long run, keys turning over", fmt.Sprintf("aggregate %s, %s keys", t.aggregate, count(t.keys)),
 			fmt.Sprintf("%s after the first interval, %s at the end", mib(uint64(t.memFirst)), mib(uint64(t.memLast))),
 			fmt.Sprintf("%d ticks (%v of ticks), %d%% of the keys replaced per interval; %d GC cycles; %d requests sent, %d reported", t.longTicks, t.longSpan, keyTurnShare, t.longGC, t.counted, t.sent))
+	}
+}
+
+// targets adds issue 17's targets.
+func (p *perKey) targets(target func(bool, string, ...any)) {
+	if p == nil {
+		return
 	}
 	for _, agg := range []string{"envoy", "worker"} {
 		roles := []string{"worker"}

@@ -203,7 +203,7 @@ func (r *results) markdown() report {
 		}
 		row("wake-up latency", fmt.Sprintf("filter authority, flush_interval %v", wakeupInterval), value, detail)
 	}
-	r.perKey.report(row, func(bool, string, ...any) {})
+	r.perKey.tableRows(row)
 	for _, m := range r.model {
 		row("model: operator messages/s", m.name, groupf(meshRate(m.perSidecar()))+"/s", m.detail())
 	}
@@ -303,7 +303,7 @@ func (r *results) markdown() report {
 		target(g.ok(), "the filter (%s) flushes %s keys in the guest without a VM crash and with exact counts (a correctness check of the run): %s",
 			mode, keys, detail)
 	}
-	r.perKey.report(func(...string) {}, target)
+	r.perKey.targets(target)
 	if wu := r.wakeups; wu != nil {
 		p50, p99 := percentile(wu.latencies, 50), percentile(wu.latencies, 99)
 		detail := fmt.Sprintf("p99 %s, p50 %s over %d wake-ups", ms(p99), ms(p50), len(wu.latencies))
