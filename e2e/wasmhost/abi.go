@@ -280,65 +280,109 @@ const (
 	wasiUnstable = "wasi_unstable"
 )
 
-// wasiFunction says when Envoy lets a module call one WASI function.
-type wasiFunction struct {
-	atStart  bool // callable during _initialize/_start
-	inMalloc bool // callable while the host is inside malloc
+// WASI selects which proxy-wasm-cpp-host WASI surface a Module is checked
+// against and run with. The two differ in what a module may import, what it
+// may call during its start and inside malloc, and in poll_oneoff, which the
+// Go runtime calls at the end of a GC cycle once it has a timer (FACTS §2).
+type WASI int
+
+const (
+	// WASIEnvoy133 is the cpp-host of Envoy 1.33 to 1.38 (PR #427,
+	// proxy-wasm-cpp-host c4d7bb0, up to 94091cd^): 18 WASI functions, a
+	// shorter start-time allow list without poll_oneoff, and poll_oneoff
+	// answering ENOSYS (52), on which Go's runtime throws. The default,
+	// and the stricter of the two in every respect.
+	WASIEnvoy133 WASI = iota
+	// WASI533 is the cpp-host from PR #533 on (94091cd, 2026-04-06): every
+	// WASI function of FACTS §2, poll_oneoff allowed at start and inside
+	// malloc, answering success with zero events after writing 0 to
+	// *nevents (EFAULT if it cannot).
+	WASI533
+)
+
+func (v WASI) String() string {
+	switch v {
+	case WASIEnvoy133:
+		return "cpp-host #427 (Envoy 1.33-1.38, poll_oneoff ENOSYS)"
+	case WASI533:
+		return "cpp-host #533 (poll_oneoff succeeds with zero events)"
+	}
+	return fmt.Sprintf("WASI(%d)", int(v))
 }
 
-// wasiFunctions is the WASI surface Envoy provides (FACTS §2, from
-// proxy-wasm-cpp-host FOR_ALL_WASI_FUNCTIONS): a module importing any other
-// WASI function fails to load. atStart follows the start-time allow list of
-// WasmBase::startVm as of Envoy 1.33 (logging, args, environ, clocks, random,
-// poll_oneoff, fdstat, and the file/socket calls the Go runtime probes, which
-// Envoy mostly answers with ENOTSUP); inMalloc follows WasmBase::allocMemory.
-var wasiFunctions = map[string]wasiFunction{
-	"fd_write":                {atStart: true, inMalloc: true},
-	"fd_read":                 {atStart: true},
-	"fd_seek":                 {atStart: true},
-	"fd_close":                {atStart: true},
-	"fd_fdstat_get":           {atStart: true},
-	"fd_fdstat_set_flags":     {atStart: true},
-	"fd_fdstat_set_rights":    {atStart: true},
-	"environ_get":             {atStart: true},
-	"environ_sizes_get":       {atStart: true},
-	"args_get":                {atStart: true},
-	"args_sizes_get":          {atStart: true},
-	"clock_time_get":          {atStart: true, inMalloc: true},
-	"clock_res_get":           {atStart: true},
-	"fd_advise":               {atStart: true},
-	"fd_allocate":             {atStart: true},
-	"fd_datasync":             {atStart: true},
-	"fd_filestat_set_size":    {atStart: true},
-	"fd_filestat_set_times":   {atStart: true},
-	"fd_pread":                {atStart: true},
-	"fd_pwrite":               {atStart: true},
-	"fd_readdir":              {atStart: true},
-	"fd_renumber":             {atStart: true},
-	"fd_sync":                 {atStart: true},
-	"fd_tell":                 {atStart: true},
-	"path_create_directory":   {atStart: true},
-	"path_filestat_set_times": {atStart: true},
-	"path_link":               {atStart: true},
-	"path_readlink":           {atStart: true},
-	"path_remove_directory":   {atStart: true},
-	"path_rename":             {atStart: true},
-	"path_symlink":            {atStart: true},
-	"path_unlink_file":        {atStart: true},
-	"sock_accept":             {atStart: true},
-	"sock_recv":               {atStart: true},
-	"sock_send":               {atStart: true},
-	"sock_shutdown":           {atStart: true},
-	"random_get":              {atStart: true},
-	"sched_yield":             {},
-	"poll_oneoff":             {atStart: true},
-	"proc_exit":               {},
-	"path_open":               {atStart: true},
-	"fd_prestat_get":          {atStart: true},
-	"fd_prestat_dir_name":     {atStart: true},
-	"path_filestat_get":       {atStart: true},
-	"fd_filestat_get":         {atStart: true},
+// wasiFunction says whether a cpp-host provides one WASI function and when
+// it lets a module call it.
+type wasiFunction struct {
+	provided bool // importable at all (FOR_ALL_WASI_FUNCTIONS)
+	atStart  bool // callable during _initialize/_start (WasmBase::startVm)
+	inMalloc bool // callable while the host is inside malloc (WasmBase::allocMemory)
 }
+
+// wasiFunctionFor returns what the cpp-host of v allows for WASI function
+// name.
+func wasiFunctionFor(v WASI, name string) wasiFunction {
+	if v == WASIEnvoy133 {
+		return wasiFunction{
+			provided: wasi427[name],
+			atStart:  wasi427AtStart[name],
+			inMalloc: wasiInMalloc427[name],
+		}
+	}
+	return wasiFunction{
+		provided: wasi533[name],
+		atStart:  wasi533[name] && !wasiNotAtStart533[name],
+		inMalloc: wasiInMalloc427[name] || name == "poll_oneoff",
+	}
+}
+
+// set makes a lookup set of names.
+func set(names ...string) map[string]bool {
+	m := make(map[string]bool, len(names))
+	for _, n := range names {
+		m[n] = true
+	}
+	return m
+}
+
+// wasi427 is FOR_ALL_WASI_FUNCTIONS of cpp-host #427 (include/proxy-wasm/
+// exports.h at 94091cd^): what Envoy 1.33 to 1.38 provide. A module
+// importing any other WASI function fails to load there.
+var wasi427 = set(
+	"fd_write", "fd_read", "fd_seek", "fd_close", "fd_fdstat_get", "fd_fdstat_set_flags",
+	"environ_get", "environ_sizes_get", "args_get", "args_sizes_get", "clock_time_get",
+	"random_get", "sched_yield", "poll_oneoff", "proc_exit", "path_open",
+	"fd_prestat_get", "fd_prestat_dir_name",
+)
+
+// wasi427AtStart is the start-time allow list of WasmBase::startVm at
+// 94091cd^ (src/wasm.cc), WASI part: poll_oneoff is not in it.
+var wasi427AtStart = set(
+	"fd_write", "args_sizes_get", "args_get", "environ_sizes_get", "environ_get",
+	"fd_prestat_get", "fd_prestat_dir_name", "clock_time_get", "random_get",
+	"fd_fdstat_get", "fd_fdstat_set_flags",
+)
+
+// wasiInMalloc427 is WasmBase::allocMemory's allow list before #533, WASI
+// part (#533 adds poll_oneoff: "go runtime gc sleep").
+var wasiInMalloc427 = set("fd_write", "clock_time_get")
+
+// wasi533 is FOR_ALL_WASI_FUNCTIONS from #533 on (FACTS §2).
+var wasi533 = set(
+	"fd_write", "fd_read", "fd_seek", "fd_close", "fd_fdstat_get", "fd_fdstat_set_flags",
+	"fd_fdstat_set_rights", "environ_get", "environ_sizes_get", "args_get", "args_sizes_get",
+	"clock_time_get", "clock_res_get", "fd_advise", "fd_allocate", "fd_datasync",
+	"fd_filestat_set_size", "fd_filestat_set_times", "fd_pread", "fd_pwrite", "fd_readdir",
+	"fd_renumber", "fd_sync", "fd_tell", "path_create_directory", "path_filestat_set_times",
+	"path_link", "path_readlink", "path_remove_directory", "path_rename", "path_symlink",
+	"path_unlink_file", "sock_accept", "sock_recv", "sock_send", "sock_shutdown",
+	"random_get", "sched_yield", "poll_oneoff", "proc_exit", "path_open", "fd_prestat_get",
+	"fd_prestat_dir_name", "path_filestat_get", "fd_filestat_get",
+)
+
+// wasiNotAtStart533 are the functions of wasi533 that #533's start-time
+// allow list leaves out (the file and socket calls it lets through mostly
+// answer ENOTSUP).
+var wasiNotAtStart533 = set("fd_read", "fd_seek", "fd_close", "sched_yield", "proc_exit", "path_open")
 
 // Callback exports the host calls, with the signature Envoy requires
 // (proxy-wasm-cpp-host getFunctions: a wrong signature fails the load).

@@ -349,6 +349,9 @@ type Stats struct {
 	// DroppedLogs counts log lines not kept because of Config.MaxLogLines
 	// (Host.Stats only).
 	DroppedLogs uint64
+	// PollOneoff counts the module's calls to the host's poll_oneoff (under
+	// either WASI module name), whatever the host answered.
+	PollOneoff PollCalls
 	// GuestTime sums, per export, the wall time of the host's calls into the
 	// module's callbacks, and GuestMax is the longest single call: a guest
 	// entry from its start to its return, host calls it makes (such as
@@ -357,6 +360,16 @@ type Stats struct {
 	// (empty otherwise); the allocator's own entries are not listed, their
 	// time is in the callback that needed the memory.
 	GuestTime, GuestMax map[string]time.Duration
+}
+
+// PollCalls counts calls to the host's poll_oneoff by phase.
+type PollCalls struct {
+	// AtStart: during _initialize, main, __main_void or _start.
+	AtStart uint64
+	// AfterStart: from proxy_on_context_create(root) on, allocations
+	// included. Envoy 1.33 to 1.38 answer each with ENOSYS, on which Go's
+	// runtime throws: a module meant for them must keep this at 0.
+	AfterStart uint64
 }
 
 func (s *Stats) add(o Stats) {
@@ -373,6 +386,8 @@ func (s *Stats) add(o Stats) {
 		s.GuestMax[k] = max(s.GuestMax[k], v)
 	}
 	s.GuestEntries += o.GuestEntries
+	s.PollOneoff.AtStart += o.PollOneoff.AtStart
+	s.PollOneoff.AfterStart += o.PollOneoff.AfterStart
 	s.Requests += o.Requests
 	s.Crashes = append(s.Crashes, o.Crashes...)
 }

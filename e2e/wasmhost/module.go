@@ -22,6 +22,7 @@ type Module struct {
 	rt       wazero.Runtime
 	compiled wazero.CompiledModule
 	abi      ABIVersion
+	wasi     WASI
 
 	exports map[string]api.FunctionDefinition
 	// imports lists "module.name" of every imported function, in index order.
@@ -42,16 +43,27 @@ type Module struct {
 //   - an exported proxy_abi_version_0_2_1, _0_2_0 or _0_1_0 marker (else
 //     "Missing or unknown Proxy-Wasm ABI version" in Envoy);
 //   - only imports Envoy provides: the env functions of that ABI version
-//     (proxy_*, pthread_equal, emscripten_notify_memory_growth) and the WASI
-//     functions of FACTS §2 under wasi_snapshot_preview1 / wasi_unstable, each
-//     with Envoy's signature; anything else fails like Envoy's link step;
+//     (proxy_*, pthread_equal, emscripten_notify_memory_growth) and the 18
+//     WASI functions of Envoy 1.33 to 1.38 (WASIEnvoy133) under
+//     wasi_snapshot_preview1 / wasi_unstable, each with Envoy's signature;
+//     anything else fails like Envoy's link step;
 //   - malloc or proxy_on_memory_allocate exported;
 //   - the callbacks the host calls, when exported, have Envoy's signatures.
 //
 // The wazero compiler is used where wazero supports it (amd64, arm64).
+// Compile is CompileWASI with WASIEnvoy133, the strictest host.
 func Compile(ctx context.Context, wasm []byte) (*Module, error) {
+	return CompileWASI(ctx, wasm, WASIEnvoy133)
+}
+
+// CompileWASI is Compile against the WASI of cpp-host v: what the module may
+// import, call at start and inside malloc, and how poll_oneoff answers.
+func CompileWASI(ctx context.Context, wasm []byte, v WASI) (*Module, error) {
+	if v != WASIEnvoy133 && v != WASI533 {
+		return nil, fmt.Errorf("wasmhost: unknown WASI %d", int(v))
+	}
 	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfig())
-	m, err := compile(ctx, rt, wasm)
+	m, err := compile(ctx, rt, wasm, v)
 	if err != nil {
 		_ = rt.Close(ctx)
 		return nil, err
@@ -59,12 +71,12 @@ func Compile(ctx context.Context, wasm []byte) (*Module, error) {
 	return m, nil
 }
 
-func compile(ctx context.Context, rt wazero.Runtime, wasm []byte) (*Module, error) {
+func compile(ctx context.Context, rt wazero.Runtime, wasm []byte, v WASI) (*Module, error) {
 	compiled, err := rt.CompileModule(ctx, wasm)
 	if err != nil {
 		return nil, fmt.Errorf("wasmhost: compile: %w", err)
 	}
-	m := &Module{rt: rt, compiled: compiled, exports: compiled.ExportedFunctions(), hostIndex: map[string]int{}}
+	m := &Module{rt: rt, compiled: compiled, wasi: v, exports: compiled.ExportedFunctions(), hostIndex: map[string]int{}}
 
 	// ABI version: cpp-host picks the first marker it finds; a module with
 	// several is ambiguous, so refuse it rather than guess.
@@ -133,8 +145,8 @@ func (m *Module) checkImport(mod, name string, def api.FunctionDefinition) error
 		}
 		want = imp.sig
 	case wasiPreview1, wasiUnstable:
-		if _, ok := wasiFunctions[name]; !ok {
-			return fmt.Errorf("wasmhost: module imports %s.%s, which Envoy does not provide", mod, name)
+		if !wasiFunctionFor(m.wasi, name).provided {
+			return fmt.Errorf("wasmhost: module imports %s.%s, which Envoy does not provide (%s)", mod, name, m.wasi)
 		}
 		// The signature is wazero's, checked below against its definition.
 		return nil
@@ -197,9 +209,11 @@ func (m *Module) instantiateHostModules(ctx context.Context) error {
 			}
 			fn = guardHostCall(idx, full, imp.atStart, imp.inMalloc, impl)
 		} else {
-			w := wasiFunctions[name]
+			w := wasiFunctionFor(m.wasi, name)
 			var impl hostFunc
-			if own, ok := wasiOverrides[name]; ok {
+			if name == "poll_oneoff" {
+				impl = pollOneoff(m.wasi)
+			} else if own, ok := wasiOverrides[name]; ok {
 				impl = own
 			} else {
 				inner, ok := wasiImpl[name]
@@ -270,6 +284,9 @@ func wazeroWASI(ctx context.Context, rt wazero.Runtime) (map[string]wasiDef, err
 	}
 	return defs, nil
 }
+
+// WASI returns the cpp-host WASI the module was compiled against.
+func (m *Module) WASI() WASI { return m.wasi }
 
 // ABI returns the proxy-wasm ABI version the module declares.
 func (m *Module) ABI() ABIVersion { return m.abi }

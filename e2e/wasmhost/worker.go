@@ -87,6 +87,9 @@ type Worker struct {
 	guestTime  [numCallbacks]atomic.Int64 // ns, with Config.TimeCallbacks
 	guestMax   [numCallbacks]atomic.Int64 // ns, written by the worker goroutine only
 	hostCalls  []atomic.Uint64
+	// pollAtStart and pollAfterStart count poll_oneoff calls (any WASI
+	// module name) during the module's start and after it.
+	pollAtStart, pollAfterStart atomic.Uint64
 	requests   atomic.Uint64
 	tickPeriod atomic.Int64 // time.Duration
 
@@ -533,6 +536,7 @@ func (w *Worker) Stats() Stats {
 			s.HostCalls[w.h.mod.hostNames[i]] += n
 		}
 	}
+	s.PollOneoff = PollCalls{AtStart: w.pollAtStart.Load(), AfterStart: w.pollAfterStart.Load()}
 	w.crashMu.Lock()
 	if w.crashErr != nil {
 		s.Crashes = append(s.Crashes, w.crashErr)

@@ -10,6 +10,8 @@
 # It makes a build-time copy of the SDK in build/sdk (never committed), swaps
 # the SDK's native mock host for this directory's wasip1 host calls and
 # exports, and wires the copy in with build/go.work. README.md says why.
+# The built module is then rewritten to answer its own WASI poll_oneoff
+# (filter/wasmrewrite).
 set -euo pipefail
 
 usage() {
@@ -77,4 +79,9 @@ echo "sdk copy: build/sdk (wasip1 host calls and exports added)"
 
 GOWORK="$build/go.work" GOOS=wasip1 GOARCH=wasm \
 	go build -buildmode=c-shared -trimpath -o "$out" ${tags[@]+"${tags[@]}"} "$@"
+# The module answers its own poll_oneoff: Go's runtime calls it at the end of
+# GC cycles, and Envoy 1.33 to 1.38 answer ENOSYS, on which Go throws
+# (filter/wasmrewrite says why and how; e2e TestPollOneoffENOSYS breaks
+# without it).
+GOWORK=off go run ./filter/wasmrewrite/cmd/reqcount-ownpoll -in "$out"
 echo "built: $out ($(wc -c <"$out") bytes)"
