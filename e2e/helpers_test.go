@@ -21,8 +21,13 @@ import (
 // waitLimit bounds every wait in this package: a test that needs longer has hung.
 const waitLimit = 60 * time.Second
 
-// filterPath returns the path of build/filter.wasm.
+// filterPath returns the path of build/filter.wasm, or of the module
+// REQCOUNT_E2E_WASM names (to run the e2e tests on another build, e.g. one
+// without filter/wasmrewrite, and see what they catch).
 func filterPath() (string, error) {
+	if p := os.Getenv("REQCOUNT_E2E_WASM"); p != "" {
+		return p, nil
+	}
 	root, err := repoRoot()
 	if err != nil {
 		return "", err

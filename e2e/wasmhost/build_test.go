@@ -53,6 +53,7 @@ func goTool() string {
 type builtModule struct {
 	once sync.Once
 	mod  *Module
+	raw  []byte // as the Go toolchain built it, before wasmrewrite
 	err  error
 }
 
@@ -70,14 +71,22 @@ func module(t testing.TB, name string) *Module {
 	t.Helper()
 	v, _ := built.LoadOrStore(name, &builtModule{})
 	b := v.(*builtModule)
-	b.once.Do(func() { b.mod, b.err = buildModule(t, name) })
+	b.once.Do(func() { b.mod, b.raw, b.err = buildModule(t, name) })
 	if b.err != nil {
 		t.Fatal(b.err)
 	}
 	return b.mod
 }
 
-func buildModule(t testing.TB, name string) (*Module, error) {
+// rawGuest returns the guest as go build wrote it: still importing
+// poll_oneoff, as every Go module does before filter/wasmrewrite.
+func rawGuest(t testing.TB) []byte {
+	module(t, "guest")
+	v, _ := built.Load("guest")
+	return v.(*builtModule).raw
+}
+
+func buildModule(t testing.TB, name string) (*Module, []byte, error) {
 	buildMu.Lock()
 	defer buildMu.Unlock()
 	root := repoRoot(t)
@@ -92,23 +101,25 @@ func buildModule(t testing.TB, name string) (*Module, error) {
 	case "noop", "authorityfloor":
 		cmd = exec.CommandContext(ctx, filepath.Join(root, "filter", "_sdkabi", "build.sh"), "-o", out, "./bench/"+name)
 	default:
-		return nil, fmt.Errorf("unknown test module %q", name)
+		return nil, nil, fmt.Errorf("unknown test module %q", name)
 	}
 	cmd.Dir = root
 	if outb, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("build %s: %v\n%s", name, err, outb)
+		return nil, nil, fmt.Errorf("build %s: %v\n%s", name, err, outb)
 	}
-	wasm, err := os.ReadFile(out)
+	raw, err := os.ReadFile(out)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	wasm := raw
 	if name == "guest" {
 		// As build.sh does for the others: the guest answers its own
 		// poll_oneoff (filter/wasmrewrite), or a Go panic in it dies
 		// in usleep on this host's ENOSYS before printing its message.
-		if wasm, _, err = wasmrewrite.OwnPollOneoff(wasm); err != nil {
-			return nil, err
+		if wasm, _, err = wasmrewrite.OwnPollOneoff(raw); err != nil {
+			return nil, nil, err
 		}
 	}
-	return Compile(context.Background(), wasm)
+	mod, err := Compile(context.Background(), wasm)
+	return mod, raw, err
 }

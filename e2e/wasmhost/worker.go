@@ -90,8 +90,8 @@ type Worker struct {
 	// pollAtStart and pollAfterStart count poll_oneoff calls (any WASI
 	// module name) during the module's start and after it.
 	pollAtStart, pollAfterStart atomic.Uint64
-	requests   atomic.Uint64
-	tickPeriod atomic.Int64 // time.Duration
+	requests                    atomic.Uint64
+	tickPeriod                  atomic.Int64 // time.Duration
 
 	// Mailbox. jobs are API calls; events are callout replies and queue
 	// notifications, which Requests also delivers between requests.

@@ -19,6 +19,10 @@
 //	nomem=1            after proxy_on_configure, proxy_on_memory_allocate
 //	                   answers 0 (no memory) to every request
 //	trap=request       panic in proxy_on_request_headers
+//	timer_gc=1         on request headers, arm a runtime timer (once) and
+//	                   run a GC cycle: from then on every start-the-world
+//	                   polls with poll_oneoff, as the filter's runtime does
+//	                   once its scavenger sleeps
 //	fail=1             refuse the configuration
 //	tick=MS            set the tick period in proxy_on_configure
 //	call=1             on every tick, dispatch an HTTP call (cluster, path,
@@ -36,8 +40,10 @@ package main
 
 import (
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
+	"time"
 	"unsafe"
 )
 
@@ -292,6 +298,12 @@ func onRequestHeaders(id, n, eos uint32) uint32 {
 		n, _ := strconv.Atoi(kb)
 		retained = append(retained, make([]byte, n<<10))
 	}
+	if cfg["timer_gc"] != "" {
+		if timer == nil {
+			timer = time.AfterFunc(time.Hour, func() {})
+		}
+		runtime.GC()
+	}
 	if cfg["trap"] == "request" {
 		panic("trap requested")
 	}
@@ -306,6 +318,9 @@ func onRequestHeaders(id, n, eos uint32) uint32 {
 	}
 	return 0
 }
+
+// timer is the runtime timer timer_gc arms.
+var timer *time.Timer
 
 func casIncrement(key string) {
 	for retries := 0; ; retries++ {
