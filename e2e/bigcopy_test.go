@@ -68,7 +68,9 @@ func pattern(n, seed int) []byte {
 // callback's arena holds. The allocator the host calls for each copy
 // (proxy_on_memory_allocate) must never enter the Go allocator: a GC step there
 // polls with poll_oneoff, which Envoy and this host trap inside malloc. With the
-// old allocator (a heap block for any copy over 4 KiB) the VM crashes here.
+// old allocator (a heap block for any copy over 4 KiB) the VM crashed here,
+// before modules answered their own poll_oneoff (filter/wasmrewrite); the
+// copies must still fail cleanly and arrive intact.
 // A copy that does not fit must fail as a host-call error, never a trap, and
 // every value that was copied must arrive intact.
 func TestLargeCopiesUnderHeapPressure(t *testing.T) {

@@ -12,8 +12,9 @@ import (
 // TestLargeFlushes drives 10 000 keys per flush through the compiled module,
 // answering every call at once, in both modes. It guards two bugs of the wasm
 // glue that only show under this much work in one callback: the Go GC starting
-// or finishing inside the host's malloc (Envoy, and this host, trap the
-// poll_oneoff it makes there), and host out-parameters on a stack that moved
+// or finishing inside the host's malloc (Envoy, and this host, trapped the
+// poll_oneoff it made there, before the module answered its own:
+// filter/wasmrewrite), and host out-parameters on a stack that moved
 // during that malloc (an answer read as empty: a count lost or sent twice).
 // Every flush must deliver exactly one count per key, with no crash. The
 // flush_interval of 100ms is one tick, so each tick flushes every key; the

@@ -45,16 +45,17 @@ func TestPollOneoffENOSYS(t *testing.T) {
 		intervals int
 		extra     string // more configuration, or padding
 		minGC     int64
+		minShared int // bytes of the largest shared-data value, at least
 	}{
-		{"10000 keys, aggregate worker", "worker", 1, 10000, 0, 4, "", 2},
-		{"10000 keys, aggregate envoy, 2 workers", "envoy", 2, 10000, 0, 4, "", 2},
-		{"5000 keys, 1s intervals, aggregate worker", "worker", 1, 5000, 0, 24, flush1s, 5},
-		{"5000 keys, 1s intervals, aggregate envoy, 2 workers", "envoy", 2, 5000, 0, 24, flush1s, 5},
-		{"1000 keys, 400 1s intervals, aggregate worker", "worker", 1, 1000, 0, 400, flush1s, 10},
-		{"1000 keys, 400 1s intervals, aggregate envoy", "envoy", 1, 1000, 0, 400, flush1s, 10},
-		{"300 keys turning over, two hours of ticks, aggregate worker", "worker", 1, 300, 20, 240, "", 10},
-		{"300 keys turning over, two hours of ticks, aggregate envoy", "envoy", 1, 300, 20, 240, "", 10},
-		{"64 KiB configuration, 2000 keys, aggregate envoy, 2 workers", "envoy", 2, 2000, 10, 6, pad(65000), 2},
+		{"10000 keys, aggregate worker", "worker", 1, 10000, 0, 4, "", 2, 0},
+		{"10000 keys, aggregate envoy, 2 workers", "envoy", 2, 10000, 0, 4, "", 2, 64 << 10},
+		{"5000 keys, 1s intervals, aggregate worker", "worker", 1, 5000, 0, 24, flush1s, 5, 0},
+		{"5000 keys, 1s intervals, aggregate envoy, 2 workers", "envoy", 2, 5000, 0, 24, flush1s, 5, 32 << 10},
+		{"1000 keys, 400 1s intervals, aggregate worker", "worker", 1, 1000, 0, 400, flush1s, 10, 0},
+		{"1000 keys, 400 1s intervals, aggregate envoy", "envoy", 1, 1000, 0, 400, flush1s, 10, 0},
+		{"300 keys turning over, two hours of ticks, aggregate worker", "worker", 1, 300, 20, 240, "", 10, 0},
+		{"300 keys turning over, two hours of ticks, aggregate envoy", "envoy", 1, 300, 20, 240, "", 10, 0},
+		{"64 KiB configuration, 2000 keys, aggregate envoy, 2 workers", "envoy", 2, 2000, 10, 6, pad(65000), 2, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -91,8 +92,11 @@ func TestPollOneoffENOSYS(t *testing.T) {
 				t.Errorf("poll_oneoff calls to the host: %+v, want none", s.PollOneoff)
 			}
 			gc := run.h.Gauge("reqcount.vm.gc_cycles")
-			t.Logf("%d requests, %d ticks per worker, %d GC cycles (%d by the pacer), linear memory %d bytes",
-				sent, run.ticks, gc, run.h.Gauge("reqcount.vm.gc_collected"), run.h.Worker(0).MemorySize())
+			t.Logf("%d requests, %d ticks per worker, %d GC cycles (%d by the pacer), linear memory %d bytes, largest shared-data value %d bytes",
+				sent, run.ticks, gc, run.h.Gauge("reqcount.vm.gc_collected"), run.h.Worker(0).MemorySize(), run.h.SharedDataLargest())
+			if got := run.h.SharedDataLargest(); got < tt.minShared {
+				t.Errorf("largest shared-data value %d bytes, want at least %d", got, tt.minShared)
+			}
 			if gc < tt.minGC {
 				t.Errorf("%d GC cycles, want at least %d: the load did not exercise the collector", gc, tt.minGC)
 			}

@@ -17,16 +17,23 @@
 //
 // # What follows Envoy (proxy-wasm-cpp-host), and where it matters
 //
+//   - Two cpp-host WASI surfaces (type WASI): Envoy 1.33 to 1.38's (cpp-host
+//     #427, the default: Compile) with 18 WASI functions and poll_oneoff
+//     answering ENOSYS, on which Go's runtime throws; and #533's
+//     (CompileWASI(…, WASI533)) with every WASI function of FACTS §2 and
+//     poll_oneoff answering success with zero events, also inside malloc.
+//     Every poll_oneoff call is counted by phase (Stats.PollOneoff).
 //   - Load: the ABI version comes from the proxy_abi_version_* export; only
 //     the env and WASI functions Envoy provides may be imported, with Envoy's
 //     signatures; the module must export malloc or proxy_on_memory_allocate;
 //     callbacks must have Envoy's signatures. Anything else fails Compile,
 //     naming the import or export, as Envoy fails to load the module.
 //   - Start: _initialize (then main or __main_void) or _start, during which
-//     only logging, WASI and memory-growth imports may be called; any other
-//     call traps with "restricted_callback", failing the start. Likewise
-//     only proxy_log, fd_write and clock_time_get may be called while the
-//     host is inside malloc. Then proxy_on_context_create(root, 0),
+//     only logging, memory growth and the WASI calls of that cpp-host's
+//     start-time allow list may be called (#427's has no poll_oneoff); any
+//     other call traps with "restricted_callback", failing the start.
+//     Likewise only proxy_log, fd_write and clock_time_get (and on #533
+//     poll_oneoff) may be called while the host is inside malloc. Then proxy_on_context_create(root, 0),
 //     proxy_on_vm_start and proxy_on_configure; false from either fails New
 //     with the module's error logs.
 //   - One instance of one compiled module per worker, each driven by a single
@@ -62,8 +69,9 @@
 //     and proxy_on_response_headers is not called for local replies.
 //   - WASI comes from wazero (no preopened directories, so file calls fail
 //     with EBADF where Envoy often answers ENOTSUP), except fd_write (Envoy's
-//     logging) and proc_exit (a crash here; Envoy logs and returns, which
-//     leaves a Go runtime broken anyway). wasi_unstable gets the
+//     logging), proc_exit (a crash here; Envoy logs and returns, which
+//     leaves a Go runtime broken anyway) and poll_oneoff (as above, never
+//     waiting). wasi_unstable gets the
 //     wasi_snapshot_preview1 implementations.
 //   - gRPC calls and proxy_set_buffer_bytes answer Unimplemented and log a
 //     warning; no foreign functions exist (NotFound).

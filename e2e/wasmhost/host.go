@@ -300,6 +300,10 @@ func (h *Host) SharedData(key string) (value []byte, cas uint32, ok bool) {
 	return v, c, st == StatusOK
 }
 
+// SharedDataLargest returns the size in bytes of the largest value any
+// proxy_set_shared_data (or SetSharedData) has stored.
+func (h *Host) SharedDataLargest() int { return h.shared.largestValue() }
+
 // SetSharedData sets key as proxy_set_shared_data with cas would (cas 0:
 // unconditionally).
 func (h *Host) SetSharedData(key string, value []byte, cas uint32) Status {

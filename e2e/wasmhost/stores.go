@@ -88,11 +88,18 @@ type sharedData struct {
 	mu      sync.Mutex
 	values  map[string]sharedValue
 	nextCas uint32
+	largest int // bytes of the largest value ever set
 }
 
 type sharedValue struct {
 	data []byte
 	cas  uint32
+}
+
+func (s *sharedData) largestValue() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.largest
 }
 
 func (s *sharedData) init() {
@@ -119,6 +126,7 @@ func (s *sharedData) set(key string, value []byte, cas uint32) Status {
 		return StatusCasMismatch
 	}
 	s.values[key] = sharedValue{data: append([]byte(nil), value...), cas: s.nextCas}
+	s.largest = max(s.largest, len(value))
 	s.nextCas++
 	if s.nextCas == 0 {
 		s.nextCas = 1

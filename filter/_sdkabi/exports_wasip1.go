@@ -38,7 +38,10 @@ func exportABIVersion() { proxyABIVersion() }
 //     allocation there may start or finish a GC cycle, and once the runtime has
 //     a timer (the scavenger sets one) every GC start and finish polls with
 //     poll_oneoff: the VM would be killed (e2e/flush_large_test.go and
-//     e2e/bigcopy_test.go reproduce it). So malloc only bumps an offset, and
+//     e2e/bigcopy_test.go reproduced it). The built module now answers its
+//     own poll_oneoff (filter/wasmrewrite), so such a poll no longer reaches
+//     the host; the rule stays so the glue does not rest on the rewrite, and
+//     because a GC inside a copy is worker time nobody budgeted. So malloc only bumps an offset, and
 //     when the arena is full it answers 0: the host's copy then fails
 //     (InvalidMemoryAccess, as cpp-host's copyToPointerSize does) and the SDK
 //     call returns an error, never a trap. It never writes a pointer either

@@ -74,6 +74,12 @@ func TestQuickRun(t *testing.T) {
 		"native flush, 1k keys | Flusher.Tick single",
 		"native flush, 1k keys | Flusher.Tick batch",
 		"wake-up latency | filter authority, flush_interval 10s",
+		"GC cycles, poll_oneoff calls per hour of ticks | filter authority",
+		"GC cycles, poll_oneoff calls per hour of ticks | filter header",
+		"GC cycles, poll_oneoff calls per hour of ticks | filter authority, 8 hosts",
+		"GC cycles, poll_oneoff calls per hour of ticks | filter static",
+		"GC cycles, poll_oneoff calls per hour of ticks | filter authority, include 20",
+		"GC cycles, poll_oneoff calls per hour of ticks | filter authority, ignore rules",
 		"module size | noop.wasm",
 		"module size | authorityfloor.wasm",
 		"module size | filter.wasm (as `make build` ships it)",
@@ -129,6 +135,7 @@ func TestQuickRun(t *testing.T) {
 		"filter authority with neither include nor ignore rules reads one header per request",
 		"filter authority ≤ 1.00 × authority-floor", "linear memory after 20k ≤ the noop floor's + 1 MiB",
 		"guest GC cycles per million requests once warm ≤ 1", "longest tick at 1k keys, single mode, aggregate envoy, ≤ 10.000 ms",
+		"calls to the host's poll_oneoff = 0", "10k keys turning over: calls to the host's poll_oneoff = 0",
 		"longest tick at 1k keys, batch mode, aggregate envoy, ≤ 10.000 ms", "longest tick at 1k keys, single mode, aggregate worker, ≤ 10.000 ms", "wake-up latency", "p99 < 10.000 ms", "model, new defaults, include"} {
 		if !strings.Contains(table, target) {
 			t.Errorf("targets do not mention %q", target)

@@ -72,8 +72,10 @@ type keyTurn struct {
 	longSpan          time.Duration
 	memFirst, memLast uint32
 	longGC            int64
-	counted, sent     uint64
-	problem           string
+	// polls counts the run's calls to the host's poll_oneoff.
+	polls         wasmhost.PollCalls
+	counted, sent uint64
+	problem       string
 }
 
 // perKey is the whole measurement.
@@ -373,6 +375,7 @@ func keyTurnover(ctx context.Context, o options, mod *wasmhost.Module, aggregate
 		}
 	}
 	t.counted, t.sent = counted, k.sent
+	t.polls = k.h.Stats().PollOneoff
 	if counted != k.sent {
 		t.problem = fmt.Sprintf("%d requests reported for %d sent", k.sent, counted)
 	}
@@ -431,7 +434,8 @@ func (p *perKey) tableRows(row func(...string)) {
 				len(t.longest), t.ticks, ms(time.Duration(s.Max)), t.gcCycles))
 		row("memory over the long run, keys turning over", fmt.Sprintf("aggregate %s, %s keys", t.aggregate, count(t.keys)),
 			fmt.Sprintf("%s after the first interval, %s at the end", mib(uint64(t.memFirst)), mib(uint64(t.memLast))),
-			fmt.Sprintf("%d ticks (%v of ticks), %d%% of the keys replaced per interval; %d GC cycles; %d requests sent, %d reported", t.longTicks, t.longSpan, keyTurnShare, t.longGC, t.counted, t.sent))
+			fmt.Sprintf("%d ticks (%v of ticks), %d%% of the keys replaced per interval; %d GC cycles (%.0f per hour of ticks); %d poll_oneoff calls to the host (ENOSYS, as Envoy 1.33-1.38); %d requests sent, %d reported",
+				t.longTicks, t.longSpan, keyTurnShare, t.longGC, float64(t.longGC)*float64(time.Hour)/float64(t.longSpan), t.polls.AtStart+t.polls.AfterStart, t.counted, t.sent))
 	}
 }
 
@@ -457,6 +461,9 @@ func (p *perKey) targets(target func(bool, string, ...any)) {
 		target(t.problem == "" && len(t.longest) >= 10 && time.Duration(s.Max) <= targetKeyTick,
 			"aggregate %s: longest tick at %s keys turning over ≤ %s, GC cycles included: %s over %d intervals with %d GC cycles%s",
 			t.aggregate, count(t.keys), ms(targetKeyTick), ms(time.Duration(s.Max)), len(t.longest), t.gcCycles, problemSuffix(t.problem))
+		n := t.polls.AtStart + t.polls.AfterStart
+		target(t.problem == "" && n == 0, "aggregate %s, %s keys turning over: calls to the host's poll_oneoff = 0 over %v of ticks with %d GC cycles: %d%s",
+			t.aggregate, count(t.keys), t.longSpan, t.longGC, n, problemSuffix(t.problem))
 		drift := (float64(t.memLast) - float64(t.memFirst)) / float64(max(t.memFirst, 1))
 		target(t.problem == "" && drift <= targetLongDrift,
 			"aggregate %s: memory at the end of the long run within %.0f %% of its first interval's: %s vs %s (%+.1f %%)%s",

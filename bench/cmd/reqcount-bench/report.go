@@ -120,6 +120,15 @@ func (r *results) markdown() report {
 	}
 	for _, v := range w.variants {
 		if v.filter {
+			perHour := float64(time.Hour) / float64(time.Duration(o.longTicks)*500*time.Millisecond)
+			row("GC cycles, poll_oneoff calls per hour of ticks", v.name,
+				fmt.Sprintf("%.0f GC cycles, %.0f poll_oneoff", float64(v.longCycles)*perHour, float64(v.longPolls)*perHour),
+				fmt.Sprintf("long run, %s ticks of 500ms, %d requests before each; the host answers poll_oneoff ENOSYS as Envoy 1.33-1.38 do; %d calls to it over the whole run",
+					count(o.longTicks), o.longRequests, v.polls.AtStart+v.polls.AfterStart))
+		}
+	}
+	for _, v := range w.variants {
+		if v.filter {
 			row("linear memory after the long run", v.name, mib(uint64(v.longMem)),
 				fmt.Sprintf("after %s more ticks (%s of 500ms ticks), %d requests before each; %s (%d started by the filter's GC pacer); growth over %s %+.2f MiB",
 					count(o.longTicks), time.Duration(o.longTicks)*500*time.Millisecond, o.longRequests,
@@ -262,6 +271,10 @@ func (r *results) markdown() report {
 		value, _ := r.gcRow(w.variant(name))
 		rate, ok := w.variant(name).gcPerMillion(o.mem1)
 		target(ok && rate <= targetGCPerMillion, "%s guest GC cycles per million requests once warm ≤ %.0f: %s", name, targetGCPerMillion, value)
+	}
+	for _, v := range w.variants {
+		n := v.polls.AtStart + v.polls.AfterStart
+		target(n == 0, "%s calls to the host's poll_oneoff = 0 (Envoy 1.33-1.38 answer ENOSYS and Go's runtime throws; the module answers its own): %d", v.name, n)
 	}
 	for _, v := range w.variants {
 		if !v.filter {

@@ -161,6 +161,11 @@ type variant struct {
 	// are the guest's GC cycles during it, all and those the filter's pacer ran.
 	longMem                   uint32
 	longCycles, longCollected int64
+	// longPolls counts the module's calls to the host's poll_oneoff during
+	// the long run, polls over the whole run (start excluded): the host is
+	// Envoy 1.33-1.38's, where each would answer ENOSYS and kill the VM.
+	longPolls uint64
+	polls     wasmhost.PollCalls
 
 	// ticks is how many ticks make one flush_interval: the filter sends one
 	// slice of its keys per tick, so a full flush takes that many.
@@ -246,6 +251,7 @@ func (v *variant) longRun(ctx context.Context, ticks, requests int) error {
 		return nil
 	}
 	cycles0, collected0 := v.host.Gauge(metricGCCycles), v.host.Gauge(metricGCCollected)
+	polls0 := v.host.Stats().PollOneoff.AfterStart
 	for range ticks {
 		if requests > 0 {
 			if _, err := v.drive(ctx, requests, nil); err != nil {
@@ -261,6 +267,7 @@ func (v *variant) longRun(ctx context.Context, ticks, requests int) error {
 	v.longMem = v.w.MemorySize() // after the queued replies, as v.tick does
 	v.longCycles = v.host.Gauge(metricGCCycles) - cycles0
 	v.longCollected = v.host.Gauge(metricGCCollected) - collected0
+	v.longPolls = v.host.Stats().PollOneoff.AfterStart - polls0
 	return nil
 }
 
@@ -588,6 +595,7 @@ func runVariants(ctx context.Context, o options, mods map[string]*wasmhost.Modul
 	phase.end()
 
 	for _, v := range res.variants {
+		v.polls = v.host.Stats().PollOneoff
 		if err := v.check(ctx); err != nil {
 			return nil, err
 		}
