@@ -75,8 +75,8 @@ func newAggregator(p *pluginContext, cfg config.Config) *aggregator {
 	a.calls.settle = a.onAnswer
 	id := newWorkerID()
 	a.slices, a.phase = cfg.Slices(), randomPhase(cfg.Slices())
-	a.worker = merge.NewWorker(sharedStore{}, id, a.slices, cfg.MaxKeys, a.leaseMs)
-	a.leader = merge.NewLeader(sharedStore{}, id)
+	a.worker = merge.NewWorker(sharedDataStore, id, a.slices, cfg.MaxKeys, a.leaseMs)
+	a.leader = merge.NewLeader(sharedDataStore, id)
 	a.merged = table.New(cfg.MaxKeys)
 	// One slice: the merged table holds only what this tick collected (one
 	// outbox shard of every worker), and all of it goes out now.
@@ -87,14 +87,24 @@ func newAggregator(p *pluginContext, cfg config.Config) *aggregator {
 		// holds a tick's share, not every key of the Envoy (a smaller heap for the
 		// GC to mark, measured: 4 MiB instead of 7 at 10 000 keys).
 		IdleTicks: 1,
-		Sent:      a.sent,
-		Settled:   a.settled,
+		// The one rule of a lease holder's sends: it sends only what a collect
+		// handed out to it, tracked by its Leader. So a failed call's counts
+		// go back to the Leader (settled), never into the merged Pending, which
+		// only refill sets from a collect.
+		DropFailed: true,
+		Sent:       a.sent,
+		Settled:    a.settled,
 	}, a.dispatch)
 	return a
 }
 
 // sharedStore is proxy-wasm shared data as a merge.Store.
 type sharedStore struct{}
+
+// sharedDataStore is the store the aggregator uses: Envoy's shared data, or
+// in native tests one that follows Envoy's CAS rules (package mergetest; the
+// SDK's proxytest does not).
+var sharedDataStore merge.Store = sharedStore{}
 
 func (sharedStore) Get(key string) ([]byte, uint32, bool, error) {
 	v, cas, err := proxywasm.GetSharedData(key)
@@ -343,7 +353,7 @@ func (a *aggregator) onAnswer(id uint64, numHeaders int) {
 // claimWake reports whether this worker may send key's wake-up: no worker of the
 // Envoy sent one within wake_after.
 func (a *aggregator) claimWake(key string) bool {
-	ok, err := merge.ClaimWake(sharedStore{}, key, nowMs(), a.p.cfg.WakeAfter.Milliseconds(), a.p.cfg.MaxKeys)
+	ok, err := merge.ClaimWake(sharedDataStore, key, nowMs(), a.p.cfg.WakeAfter.Milliseconds(), a.p.cfg.MaxKeys)
 	a.fail(err)
 	return ok && err == nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
 
 	"github.com/reqcount/reqcount/filter/filtertest"
+	"github.com/reqcount/reqcount/filter/merge/mergetest"
 )
 
 // TestScenarios runs the shared behaviour table natively, on the SDK's proxytest
@@ -45,7 +46,11 @@ func (h *nativeHost) Start(config string) error {
 	host, reset := proxytest.NewHostEmulator(opt)
 	read := getRequestHeader
 	getRequestHeader = func(name string) (string, error) { h.headerReads++; return read(name) }
-	h.t.Cleanup(func() { reset(); log.SetOutput(os.Stderr); getRequestHeader = read })
+	// Shared data as Envoy keeps it, not as proxytest does (a CAS of 0 is
+	// unconditional there, and a new key does not store cas+1).
+	store := sharedDataStore
+	sharedDataStore = mergetest.New()
+	h.t.Cleanup(func() { reset(); log.SetOutput(os.Stderr); getRequestHeader = read; sharedDataStore = store })
 	h.host, h.answered = host, map[int]bool{}
 	if st := host.StartVM(); st != types.OnVMStartStatusOK {
 		return errors.New("vm start failed")

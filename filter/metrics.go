@@ -41,7 +41,10 @@ var counterSpecs = []struct {
 	{"reqcount.flush.dispatch_errors", func(_ *tallies, s *flush.Stats) uint64 { return s.DispatchErrors }},
 	{"reqcount.flush.counts_sent", func(_ *tallies, s *flush.Stats) uint64 { return s.CountsSent }},
 	{"reqcount.flush.counts_delivered", func(_ *tallies, s *flush.Stats) uint64 { return s.CountsDelivered }},
-	{"reqcount.flush.counts_requeued", func(_ *tallies, s *flush.Stats) uint64 { return s.CountsRequeued }},
+	// Requeued: put back for a later call after a failed one, by a worker's
+	// flusher, or by the lease holder's (handed back to shared data, sent at
+	// the key's next collect).
+	{"reqcount.flush.counts_requeued", func(_ *tallies, s *flush.Stats) uint64 { return s.CountsRequeued + s.CountsReturned }},
 	{"reqcount.keys_evicted", func(_ *tallies, s *flush.Stats) uint64 { return s.KeysEvicted }},
 }
 

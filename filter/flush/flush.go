@@ -4,7 +4,9 @@
 // The rules, which keep counts exact while the VM lives:
 //   - A count moves from Pending to InFlight when a call carrying it is dispatched.
 //   - A delivered call (2xx) clears its InFlight; any other answer, a reset, or a
-//     dispatch error puts the count back into Pending for a later tick.
+//     dispatch error puts the count back into Pending for a later tick, unless
+//     the counts have an owner who hands them out again (Options.DropFailed):
+//     then they leave the table, and only the owner puts counts into Pending.
 //   - While a key's count is in flight the key is not sent again (one call per key
 //     at a time, in both modes). So nothing is sent twice.
 //   - A flush interval is split into Slices ticks; each key belongs to one slice
@@ -66,6 +68,17 @@ type Options struct {
 	// call ends, before InFlight is cleared or put back.
 	Sent    func(id uint64, e *table.Entry)
 	Settled func(id uint64, e *table.Entry, delivered bool)
+	// DropFailed: a call that fails (non-2xx, reset, abandoned) takes its counts
+	// out of the table instead of putting them back into Pending. For a table
+	// whose counts someone else owns and hands out again: the lease holder's
+	// merged table, whose Pending only a collect may set (its Leader tracks
+	// every count it hands out; a count the flusher put back would be sent in a
+	// call the Leader does not track, delivered without an ack, and handed out
+	// again: sent twice). The Leader gets the failed counts back through
+	// Settled(…, false) and hands them out at the key's next collect.
+	// TestDropFailed, filter's TestHolderFlushRealTiming and the e2e
+	// TestSimAggregate break without it.
+	DropFailed bool
 	// AbandonAfter is how many ticks a call may go unanswered before its counts are
 	// put back and its late answer ignored. Envoy always answers a call (at the
 	// latest with a timeout), so this only guards against a host that never does.
@@ -82,8 +95,9 @@ type Stats struct {
 	DispatchErrors uint64
 	// LateAnswers counts answers to calls that were abandoned or never made.
 	LateAnswers uint64
-	// Counts (requests) sent, delivered, and put back after a failed call.
-	CountsSent, CountsDelivered, CountsRequeued uint64
+	// Counts (requests) sent, delivered, put back after a failed call, and
+	// returned to their owner after a failed call (DropFailed).
+	CountsSent, CountsDelivered, CountsRequeued, CountsReturned uint64
 	// KeysEvicted counts idle keys dropped from the table.
 	KeysEvicted uint64
 	// Wakeups counts calls started by Wake (they are in CallsSent too).
@@ -108,6 +122,7 @@ func (s *Stats) AddCalls(o Stats) {
 	s.CountsSent += o.CountsSent
 	s.CountsDelivered += o.CountsDelivered
 	s.CountsRequeued += o.CountsRequeued
+	s.CountsReturned += o.CountsReturned
 	if o.LastStatus != 0 {
 		s.LastStatus = o.LastStatus
 	}
@@ -344,16 +359,20 @@ func (f *Flusher) Done(id uint64, o Outcome, status int) {
 	}
 }
 
-// settle clears a call's in-flight counts: gone if delivered, back to Pending if not.
+// settle clears a call's in-flight counts: gone if delivered, back to Pending if
+// not (or, with DropFailed, back to their owner: out of the table).
 func (f *Flusher) settle(id uint64, c call, delivered bool) {
 	delete(f.calls, id)
 	apply := func(e *table.Entry) {
 		if f.opts.Settled != nil {
 			f.opts.Settled(id, e, delivered)
 		}
-		if delivered {
+		switch {
+		case delivered:
 			f.stats.CountsDelivered += e.InFlight
-		} else {
+		case f.opts.DropFailed:
+			f.stats.CountsReturned += e.InFlight
+		default:
 			f.stats.CountsRequeued += e.InFlight
 			e.Pending += e.InFlight
 		}

@@ -873,3 +873,45 @@ func TestWake(t *testing.T) {
 		t.Fatal("Wake sent after Drain")
 	}
 }
+
+// TestDropFailed: with DropFailed a failed call's counts leave the table (their
+// owner hands them out again) and nothing is sent for them on later ticks, a
+// drain's resend included; a delivered call is the same as without it.
+func TestDropFailed(t *testing.T) {
+	tests := []struct {
+		name        string
+		outcome     flush.Outcome
+		status      int
+		wantPending uint64
+		wantSent    int // calls on the next tick
+	}{
+		{"delivered", flush.Delivered, 200, 0, 0},
+		{"503", flush.Rejected, 503, 0, 0},
+		{"504", flush.Rejected, 504, 0, 0},
+		{"reset", flush.Reset, 0, 0, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tb, h, f := newFlusher(4, flush.Options{DropFailed: true})
+			add(tb, "web.shop", 5)
+			f.Tick()
+			calls := h.take()
+			if len(calls) != 1 {
+				t.Fatalf("%d calls, want 1", len(calls))
+			}
+			f.Done(calls[0].id, tt.outcome, tt.status)
+			if got := f.Pending(); got != tt.wantPending {
+				t.Errorf("Pending = %d, want %d", got, tt.wantPending)
+			}
+			f.Tick()
+			f.Drain()
+			if got := len(h.take()); got != tt.wantSent {
+				t.Errorf("%d calls after the answer, want %d", got, tt.wantSent)
+			}
+			st := f.Stats()
+			if tt.outcome != flush.Delivered && (st.CountsReturned != 5 || st.CountsRequeued != 0) {
+				t.Errorf("CountsReturned %d, CountsRequeued %d; want 5, 0", st.CountsReturned, st.CountsRequeued)
+			}
+		})
+	}
+}

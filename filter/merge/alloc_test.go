@@ -13,11 +13,16 @@ import (
 // arena, no garbage), modelled by returning the stored bytes; Set copies the
 // value into the key's storage, reused.
 type arenaStore struct {
-	m       map[string]*entry
+	m       map[string]*arenaEntry
 	nextCas uint32
 }
 
-func newArenaStore() *arenaStore { return &arenaStore{m: map[string]*entry{}, nextCas: 1} }
+type arenaEntry struct {
+	v   []byte
+	cas uint32
+}
+
+func newArenaStore() *arenaStore { return &arenaStore{m: map[string]*arenaEntry{}, nextCas: 1} }
 
 func (s *arenaStore) Get(k string) ([]byte, uint32, bool, error) {
 	e, ok := s.m[k]
@@ -33,7 +38,7 @@ func (s *arenaStore) Set(k string, v []byte, cas uint32) error {
 		return merge.ErrCasMismatch
 	}
 	if !ok {
-		e = &entry{}
+		e = &arenaEntry{}
 		s.m[k] = e
 	}
 	e.v = append(e.v[:0], v...)

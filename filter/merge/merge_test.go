@@ -8,41 +8,13 @@ import (
 	"testing"
 
 	"github.com/reqcount/reqcount/filter/merge"
+	"github.com/reqcount/reqcount/filter/merge/mergetest"
 )
 
-// store is shared data as proxy-wasm-cpp-host keeps it (SharedData::set): a
-// key's CAS changes on every write; a set with a non-zero CAS fails if it is not
-// the key's current one, but a set of a key that does not exist always succeeds.
-type store struct {
-	m       map[string]entry
-	nextCas uint32
-	sets    int
-}
+// store is shared data as Envoy keeps it (package mergetest).
+type store = mergetest.Store
 
-type entry struct {
-	v   []byte
-	cas uint32
-}
-
-func newStore() *store { return &store{m: map[string]entry{}, nextCas: 1} }
-
-func (s *store) Get(k string) ([]byte, uint32, bool, error) {
-	e, ok := s.m[k]
-	if !ok {
-		return nil, 0, false, nil
-	}
-	return append([]byte(nil), e.v...), e.cas, true, nil
-}
-
-func (s *store) Set(k string, v []byte, cas uint32) error {
-	s.sets++
-	if e, ok := s.m[k]; ok && cas != 0 && cas != e.cas {
-		return merge.ErrCasMismatch
-	}
-	s.m[k] = entry{append([]byte(nil), v...), s.nextCas}
-	s.nextCas++
-	return nil
-}
+func newStore() *store { return mergetest.New() }
 
 func TestEncodings(t *testing.T) {
 	o := merge.Outbox{HeartbeatMs: 1700000000123, NextGen: 7, Entries: map[string]merge.Cum{"web.shop": {Gen: 3, N: 42}, "a.b": {Gen: 7, N: 1}}}
@@ -354,7 +326,7 @@ func runMerge(t *testing.T, seed int64) {
 	if !reflect.DeepEqual(nonZero(got), nonZero(added)) {
 		t.Fatalf("delivered %v, added %v", got, added)
 	}
-	t.Logf("%d workers (%d alive), delivered %v in %d shared-data sets", len(workers), countTrue(alive), got, s.sets)
+	t.Logf("%d workers (%d alive), delivered %v in %d shared-data sets", len(workers), countTrue(alive), got, s.Sets)
 }
 
 // unpublishedOf returns what worker w added that its published outbox does not
