@@ -248,6 +248,18 @@ func (l *Leader) byKey(parts []Part) map[string][]Part {
 // outbox read knows: the worker may have written a newer outbox since, whose
 // entries the acks may already cover.
 func (l *Leader) collectShard(dst []Part, n *names, j int, nowMs, holdMs int64) ([]Part, error) {
+	// The acks first, then the outbox. Between two reads the worker may trim
+	// an entry its acks show delivered, and another holder then drop that
+	// ack line (its outbox no longer holds the key): read in the other order,
+	// the outbox would still hold the entry and the acks no longer cover it,
+	// and the whole entry would be handed out again. Read acks-first, an ack
+	// line that goes missing later only concerns an entry the outbox read
+	// already lacks, and any change to the acks fails this collect's write
+	// (its CAS). TestCollectTrimBetweenReads breaks without it.
+	av, acas, _, err := l.s.Get(n.ackKey(j))
+	if err != nil {
+		return dst, err
+	}
 	ov, _, ok, err := l.s.Get(n.outKey(j))
 	if err != nil || !ok || len(ov) == 0 {
 		return dst, err
@@ -256,10 +268,6 @@ func (l *Leader) collectShard(dst []Part, n *names, j int, nowMs, holdMs int64) 
 	l.outs = outs
 	if err != nil {
 		return dst, nil // a value this version cannot read: left alone
-	}
-	av, acas, _, err := l.s.Get(n.ackKey(j))
-	if err != nil {
-		return dst, err
 	}
 	acks, err := parseAckLines(l.acks, av)
 	l.acks = acks

@@ -442,3 +442,67 @@ func TestCollectStaleOutbox(t *testing.T) {
 		t.Fatalf("delivered counts handed out again: %v", avail)
 	}
 }
+
+// hookStore runs hook once, right after the first Get of one of keys: a
+// worker or another holder acting between two reads of a collect.
+type hookStore struct {
+	*store
+	keys map[string]bool
+	hook func()
+}
+
+func (s *hookStore) Get(k string) ([]byte, uint32, bool, error) {
+	v, cas, ok, err := s.store.Get(k)
+
+	if s.hook != nil && s.keys[k] {
+		h := s.hook
+		s.hook = nil
+		h()
+	}
+	return v, cas, ok, err
+}
+
+// TestCollectTrimBetweenReads: between a holder's reads of a worker's outbox
+// shard and its acks, the worker trims an entry its acks show delivered, and
+// another holder then drops that ack line (the outbox no longer holds the
+// key). The first holder must hand nothing out: reading the outbox first, it
+// took the entry for undelivered and sent the worker's whole count again.
+func TestCollectTrimBetweenReads(t *testing.T) {
+	s := newStore()
+	w := merge.NewWorker(s, "w", 1, 10, 1000)
+	w.Add("k.ns", 5)
+	if err := w.Publish(0, 10_000, 1); err != nil {
+		t.Fatal(err)
+	}
+	a := merge.NewLeader(s, "a")
+	avail, err := a.Collect(0, 1, 10_001, 1000, 100)
+	if err != nil || len(avail["k.ns"]) != 1 {
+		t.Fatalf("Collect = %v, %v", avail, err)
+	}
+	a.Sent(1, avail["k.ns"])
+	a.Settled(1, "k.ns", true)
+	if err := a.WriteAcks(); err != nil {
+		t.Fatal(err)
+	}
+	hs := &hookStore{store: s, keys: map[string]bool{merge.OutboxKey("w", 0): true, merge.AckKey("w", 0): true}}
+	hs.hook = func() {
+		if err := w.Publish(0, 10_002, 1); err != nil { // trims k.ns: delivered
+			t.Fatal(err)
+		}
+		b := merge.NewLeader(s, "b")
+		if _, err := b.Collect(0, 1, 10_003, 1000, 100); err != nil { // drops k.ns's ack line
+			t.Fatal(err)
+		}
+	}
+	a2 := merge.NewLeader(hs, "a")
+	avail, err = a2.Collect(0, 1, 10_004, 1000, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hs.hook != nil {
+		t.Fatal("the hook did not run")
+	}
+	if len(avail) != 0 {
+		t.Fatalf("delivered counts handed out again: %v", avail)
+	}
+}
