@@ -222,14 +222,30 @@ func (o *Outbox) Undelivered(acks Acks) uint64 {
 	return n
 }
 
-// Trim drops the entries acks says are fully delivered, and reports how many.
+// Trim starts over the entries whose acks cover all they published (Pub):
+// those with nothing added since are dropped (it reports how many), the
+// others keep what was added since, alone, in a new generation (in key
+// order). The worker's shard does the same (shard.trim says why).
 func (o *Outbox) Trim(acks Acks) int {
+	keys := make([]string, 0, len(o.Entries))
+	for k := range o.Entries {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
 	n := 0
-	for k, c := range o.Entries {
-		if acks.Delivered(k, c) >= c.N {
+	for _, k := range keys {
+		c := o.Entries[k]
+		a, ok := acks[k]
+		if !ok || c.Pub == 0 || a.Gen != c.Gen || a.Delivered < c.Pub {
+			continue
+		}
+		if c.N <= c.Pub {
 			delete(o.Entries, k)
 			n++
+			continue
 		}
+		o.NextGen++
+		o.Entries[k] = Cum{Gen: o.NextGen, N: c.N - c.Pub}
 	}
 	return n
 }

@@ -506,3 +506,39 @@ func TestCollectTrimBetweenReads(t *testing.T) {
 		t.Fatalf("delivered counts handed out again: %v", avail)
 	}
 }
+
+// TestOutboxTrimmedUnderSteadyTraffic: a key with requests in every interval,
+// each interval's report delivered, keeps no more in its outbox entry than
+// what is not yet delivered, not the worker's whole history for the key.
+func TestOutboxTrimmedUnderSteadyTraffic(t *testing.T) {
+	s := newStore()
+	w := merge.NewWorker(s, "w", 1, 10, 1000)
+	l := merge.NewLeader(s, "w")
+	now := int64(10_000)
+	var id uint64
+	for round := 1; round <= 20; round++ {
+		now += 1000
+		w.Add("k.ns", 7) // the interval's requests, taken at the key's tick
+		if err := w.Publish(0, now, 500); err != nil {
+			t.Fatal(err)
+		}
+		avail, err := l.Collect(0, 1, now, 100_000, 10_000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id++
+		l.Sent(id, avail["k.ns"])
+		l.Settled(id, "k.ns", true)
+		if err := l.WriteAcks(); err != nil { // the holder's next tick
+			t.Fatal(err)
+		}
+		v, _, _, _ := s.Get(merge.OutboxKey("w", 0))
+		o, err := merge.ParseOutbox(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := o.Entries["k.ns"].N; got > 7 {
+			t.Fatalf("round %d: the outbox entry holds %d requests, want at most one interval's (7)", round, got)
+		}
+	}
+}

@@ -140,7 +140,16 @@ func (sh *shard) insert(i int) {
 	sh.slots[j] = int32(i + 1)
 }
 
-// trim drops the entries acks say are fully delivered, and reports how many.
+// trim starts over the entries whose acks say all they published was
+// delivered, and reports how many it dropped (those with nothing new since).
+// An entry with counts added since its last write keeps them, alone, in a new
+// generation: without that, under steady traffic an entry is never fully
+// delivered at its publish (new counts are in it by then), its cumulative
+// count grows for ever, and a resend (the next holder's, after one's VM died)
+// repeats the worker's whole history for the key instead of an interval's
+// (TestOutboxTrimmedUnderSteadyTraffic). Safe because a holder hands out only
+// what was published (pub) and acks only what was delivered: acks covering
+// pub mean nothing of this generation is in flight anywhere.
 func (sh *shard) trim(acks []ackLine) int {
 	n := 0
 	for k := range acks {
@@ -149,10 +158,18 @@ func (sh *shard) trim(acks []ackLine) int {
 		if i < 0 {
 			continue
 		}
-		if e := &sh.ents[i]; e.n > 0 && a.gen == e.gen && a.delivered >= e.n {
+		e := &sh.ents[i]
+		if e.n == 0 || e.pub == 0 || a.gen != e.gen || a.delivered < e.pub {
+			continue
+		}
+		if e.n <= e.pub {
 			sh.drop(i)
 			n++
+			continue
 		}
+		sh.nextGen++
+		e.n, e.gen, e.pub = e.n-e.pub, sh.nextGen, 0
+		sh.dirty = true
 	}
 	return n
 }

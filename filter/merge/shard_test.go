@@ -28,11 +28,16 @@ func TestShardAsOutbox(t *testing.T) {
 					sh.add(k, i, n)
 					model.Add(k, n)
 				case r < 8:
-					// Acks for some entries, some of them fully delivered.
+					// Acks for some entries, some of them covering what was
+					// published (or more, or less).
 					acks := Acks{}
 					for k, c := range model.Entries {
 						if rng.Intn(2) == 0 {
-							acks[k] = Ack{Gen: c.Gen - uint32(rng.Intn(2)), Delivered: c.N - uint64(rng.Intn(2))}
+							d := c.Pub + uint64(rng.Intn(2))
+							if rng.Intn(3) == 0 {
+								d = c.N - uint64(rng.Intn(2))
+							}
+							acks[k] = Ack{Gen: c.Gen - uint32(rng.Intn(2)), Delivered: d - min(d, uint64(rng.Intn(2)))}
 						}
 					}
 					lines, err := parseAckLines(nil, AppendAcks(nil, acks))
