@@ -382,10 +382,15 @@ func (a *aggregator) done() bool {
 	if a.mflush.InFlight() > 0 {
 		return false
 	}
-	a.fail(a.leader.WriteAcks())
+	// The acks of what this worker's calls delivered must be written before
+	// it lets the lease go: unwritten, the next holder sends those counts
+	// again. A failed write is tried again at the next tick (until doneBy).
+	// TestShutdownWritesAcks breaks without it.
+	ackErr := a.leader.WriteAcks()
+	a.fail(ackErr)
 	left, err := a.worker.Unsettled(nowMs())
 	a.fail(err)
-	if (err == nil && left == 0) || a.p.flusher.Now() >= a.doneBy {
+	if (ackErr == nil && err == nil && left == 0) || a.p.flusher.Now() >= a.doneBy {
 		a.fail(a.worker.Release())
 		return true
 	}

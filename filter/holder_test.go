@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -8,11 +10,13 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/proxytest"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
 
+	"github.com/reqcount/reqcount/filter/merge"
 	"github.com/reqcount/reqcount/filter/merge/mergetest"
 	"github.com/reqcount/reqcount/messages"
 )
@@ -173,5 +177,68 @@ func runHolder(t *testing.T, mode string, seed uint64) {
 	sort.Strings(bad)
 	if len(bad) > 0 {
 		t.Errorf("seed %d, %d keys not exact:\n%v", seed, len(bad), bad)
+	}
+}
+
+// TestShutdownWritesAcks: a lease holder that delivered another worker's
+// counts and shuts down must write that worker's acks before it finishes
+// (and lets the lease go): a failed write is tried again at the next tick.
+// Finishing with the acks unwritten, the next holder sent those counts again.
+func TestShutdownWritesAcks(t *testing.T) {
+	store := mergetest.New()
+	prevStore, prevNow := sharedDataStore, nowMs
+	var now int64 = 1_700_000_000_000
+	sharedDataStore, nowMs = store, func() int64 { return now }
+	var logBuf bytes.Buffer
+	log.SetOutput(&logBuf)
+	t.Cleanup(func() { sharedDataStore, nowMs = prevStore, prevNow; log.SetOutput(os.Stderr) })
+
+	// Another worker of the Envoy published 5 requests for web.shop.
+	other := merge.NewWorker(store, "other", 1, 100, 1000)
+	other.Add("web.shop", 5)
+	if err := other.Publish(0, now, 1); err != nil {
+		t.Fatal(err)
+	}
+	conf := `{"cluster":"operator","aggregate":"envoy","flush_interval":"100ms","wake_after":"0s"}`
+	host, reset := proxytest.NewHostEmulator(proxytest.NewEmulatorOption().WithVMContext(&vmContext{}).WithPluginConfiguration([]byte(conf)))
+	defer reset()
+	if host.StartVM() != types.OnVMStartStatusOK || host.StartPlugin() != types.OnPluginStartStatusOK {
+		t.Fatalf("start failed: %v", host.GetErrorLogs())
+	}
+	host.Tick() // takes the lease, collects the other worker's outbox, reports it
+	calls := host.GetCalloutAttributesFromContext(proxytest.PluginContextID)
+	if len(calls) != 1 || !strings.Contains(string(calls[0].Body), `"count":5`) {
+		t.Fatalf("calls %v, want one report of 5", calls)
+	}
+	host.CallOnHttpCallResponse(calls[0].CalloutID, [][2]string{{":status", "200"}}, nil, nil)
+
+	ackKey := merge.AckKey("other", 0)
+	failing := true
+	store.FailSet = func(key string) error {
+		if failing && key == ackKey {
+			return errors.New("shared data: internal failure")
+		}
+		return nil
+	}
+	done := func() bool { return strings.Contains(logBuf.String(), "ProxyDone not implemented") }
+	if host.FinishVM() || done() {
+		t.Fatal("finished at once with the acks unwritten")
+	}
+	for range 3 {
+		host.Tick()
+		now += 100
+	}
+	if done() {
+		t.Fatal("finished while the acks could not be written")
+	}
+	failing = false
+	host.Tick()
+	if !done() {
+		t.Fatal("not finished once the acks were written")
+	}
+	v, _, _, _ := store.Get(ackKey)
+	acks, err := merge.ParseAcks(v)
+	if err != nil || acks["web.shop"].Delivered != 5 {
+		t.Fatalf("acks %q (%v): want web.shop delivered 5", v, err)
 	}
 }
