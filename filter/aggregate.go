@@ -56,8 +56,21 @@ type aggregator struct {
 // nowMs reads the wall clock: once per tick, and at a wake-up claim.
 var nowMs = func() int64 { return time.Now().UnixMilli() }
 
-// newWorkerID returns 16 random hex digits: a new id for every VM start.
-var newWorkerID = func() string { return fmt.Sprintf("%016x", rand.Uint64()) }
+// newWorkerID returns a new id for every VM start, unique among the Envoy's
+// VMs by construction (merge.NewWorkerID: a sequence in shared data, not the
+// luck of the random source). If shared data keeps failing it falls back to
+// 16 random hex digits, and the failure is counted.
+func newWorkerID(fail func(error)) string {
+	var err error
+	for range 4 {
+		var id string
+		if id, err = merge.NewWorkerID(sharedDataStore, rand.Uint64()); err == nil {
+			return id
+		}
+	}
+	fail(err)
+	return fmt.Sprintf("%016x", rand.Uint64())
+}
 
 func newAggregator(p *pluginContext, cfg config.Config) *aggregator {
 	tick := cfg.TickPeriod().Milliseconds()
@@ -73,7 +86,7 @@ func newAggregator(p *pluginContext, cfg config.Config) *aggregator {
 	}
 	a.deadMs = 4*a.heartbeatMs + a.leaseMs
 	a.calls.settle = a.onAnswer
-	id := newWorkerID()
+	id := newWorkerID(a.fail)
 	a.slices, a.phase = cfg.Slices(), randomPhase(cfg.Slices())
 	a.worker = merge.NewWorker(sharedDataStore, id, a.slices, cfg.MaxKeys, a.leaseMs)
 	a.leader = merge.NewLeader(sharedDataStore, id)

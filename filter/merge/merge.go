@@ -48,7 +48,13 @@
 //     the key, the newest about max_keys kept in all; a worker claims a wake-up by
 //     a successful swap.
 //
-// Worker ids are 16 random hex digits, new for every VM start: a restarted worker
+//   - "reqcount.v1.seq" (CAS): "v1 <n>", the last worker number handed out
+//     (NewWorkerID).
+//
+// Worker ids are 16 hex digits, new for every VM start, unique by construction:
+// a number taken from the sequence by compare-and-swap, then random bits
+// (NewWorkerID; ids from random bits alone are the same on every VM of a host
+// whose random source has a fixed seed). A restarted worker
 // never reuses an outbox, and the old one is delivered by the lease holder like
 // any other, then emptied (by compare-and-swap: a worker alive after all keeps
 // its newer outbox) and unlisted once its heartbeat stopped; a worker that finds

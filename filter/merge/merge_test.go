@@ -1,10 +1,12 @@
 package merge_test
 
 import (
+	"errors"
 	"fmt"
 	"math/rand"
 	"reflect"
 	"sort"
+	"sync"
 	"testing"
 
 	"github.com/reqcount/reqcount/filter/merge"
@@ -540,5 +542,49 @@ func TestOutboxTrimmedUnderSteadyTraffic(t *testing.T) {
 		if got := o.Entries["k.ns"].N; got > 7 {
 			t.Fatalf("round %d: the outbox entry holds %d requests, want at most one interval's (7)", round, got)
 		}
+	}
+}
+
+// TestWorkerIDsUnique: VMs whose random sources give the same bytes (a host
+// with a fixed seed), starting at the same time, get distinct worker ids.
+func TestWorkerIDsUnique(t *testing.T) {
+	s := newStore()
+	const vms = 64
+	ids := make(chan string, vms)
+	errs := make(chan error, vms)
+	var wg sync.WaitGroup
+	for range vms {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id, err := merge.NewWorkerID(s, 0x5eed5eed5eed5eed)
+			if err != nil {
+				errs <- err
+				return
+			}
+			ids <- id
+		}()
+	}
+	wg.Wait()
+	close(ids)
+	close(errs)
+	for err := range errs {
+		// Contention beyond the CAS retries is an error, never a duplicate.
+		if !errors.Is(err, merge.ErrCasMismatch) {
+			t.Fatal(err)
+		}
+	}
+	seen := map[string]bool{}
+	for id := range ids {
+		if seen[id] {
+			t.Fatalf("two VMs got id %s", id)
+		}
+		if len(id) != 16 {
+			t.Errorf("id %q: want 16 hex digits", id)
+		}
+		seen[id] = true
+	}
+	if len(seen) == 0 {
+		t.Fatal("no id at all")
 	}
 }
