@@ -17,7 +17,6 @@
 // one record per line. The lines of outboxes and acks are written sorted by key;
 // a reader takes them in any order (a key's last line counts), as an older
 // build's reader does.
-//
 //   - "reqcount.v1.out.<worker>.<shard>" (writer: that worker, by compare-and-swap
 //     against a holder emptying it): one shard of its outbox (keys are spread over
 //     as many shards as a flush interval has ticks, by an FNV hash of the key, so
@@ -34,9 +33,10 @@
 //     only what it reserved, and renews its reservations whenever it collects;
 //     a reservation outlives a call's timeout, so a holder that lost the lease (its
 //     VM stalled, say) still settles its calls in flight before anyone else may
-//     send those counts again. A worker drops an outbox entry once it is fully
-//     delivered; its next request for the key starts a new generation, so an old
-//     ack line never covers new counts.
+//     send those counts again. A worker starts an outbox entry over once its
+//     acks cover all it published: what it counted since goes alone into a new
+//     generation (none: the entry is dropped), so an old ack line never covers
+//     new counts and an entry holds about an interval's counts, not its history.
 //   - "reqcount.v1.beat.<worker>" (writer: that worker): its last heartbeat, unix ms.
 //   - "reqcount.v1.workers" (CAS): "v1 <worker>/<shards> …", the outboxes the lease
 //     holder reads. Each worker checks on every publish that it is listed.
@@ -47,7 +47,6 @@
 //     (keys spread over 64 values by hash): the last wake-up any worker sent for
 //     the key, the newest about max_keys kept in all; a worker claims a wake-up by
 //     a successful swap.
-//
 //   - "reqcount.v1.seq" (CAS): "v1 <n>", the last worker number handed out
 //     (NewWorkerID).
 //
