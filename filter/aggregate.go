@@ -282,6 +282,7 @@ func (a *aggregator) collect(from, to int, now int64, own bool) {
 		// holder sends those counts again.
 		a.fail(a.leader.WriteAcks())
 	}
+	a.p.tallies.takenOver = a.leader.TakenOver()
 	a.refill()
 }
 

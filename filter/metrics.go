@@ -32,6 +32,10 @@ var counterSpecs = []struct {
 	{"reqcount.series_failed", func(t *tallies, _ *flush.Stats) uint64 { return t.seriesFailed }},
 	{"reqcount.flush.wakeups_sent", func(_ *tallies, s *flush.Stats) uint64 { return s.Wakeups }},
 	{"reqcount.aggregate.shared_data_errors", func(t *tallies, _ *flush.Stats) uint64 { return t.sharedErrors }},
+	// Requests this worker, as lease holder, took over from a holder whose
+	// reservation ran out (its VM died with reports in flight): an upper
+	// bound of what is delivered twice, the one at-least-once case.
+	{"reqcount.aggregate.counts_taken_over", func(t *tallies, _ *flush.Stats) uint64 { return t.takenOver }},
 	{"reqcount.flush.wakeups_failed", func(t *tallies, _ *flush.Stats) uint64 { return t.wakeFailures }},
 	{"reqcount.flush.calls_sent", func(_ *tallies, s *flush.Stats) uint64 { return s.CallsSent }},
 	{"reqcount.flush.calls_delivered", func(_ *tallies, s *flush.Stats) uint64 { return s.CallsDelivered }},

@@ -35,6 +35,8 @@ type tallies struct {
 	// sharedErrors counts shared-data operations that failed (aggregate: envoy;
 	// each is retried on the next tick).
 	sharedErrors uint64
+	// takenOver: merge.Leader.TakenOver, as of the last collect.
+	takenOver uint64
 	// wakeFailures counts wake-ups that could not be dispatched (their counts
 	// wait for the key's next report).
 	wakeFailures uint64

@@ -34,6 +34,9 @@ type Leader struct {
 	idb      []byte // id, as written in acks
 	inflight map[partID]uint64
 	calls    map[uint64][]flight
+	// takenOver sums what was handed out from other holders' expired
+	// reservations (TakenOver).
+	takenOver uint64
 	// spare are the part slices of settled calls, for Sent to reuse.
 	spare [][]flight
 	// deltas are deliveries not yet written (Settled, in order), written by
@@ -276,6 +279,7 @@ func (l *Leader) collectShard(dst []Part, n *names, j int, nowMs, holdMs int64) 
 	}
 	had := len(dst)
 	changed := false
+	var takenOver uint64
 	buf := append(l.buf[:0], "v1\n"...)
 	oi, ai := 0, 0
 	for oi < len(outs) || ai < len(acks) {
@@ -341,6 +345,11 @@ func (l *Leader) collectShard(dst []Part, n *names, j int, nowMs, holdMs int64) 
 		} else {
 			buf = a.appendLine(buf)
 		}
+		if len(holder) > 0 && string(holder) != l.id {
+			// Another holder's reservation that ran out (a live one was
+			// left alone above): its acks never came.
+			takenOver += left
+		}
 		dst = l.handOut(dst, n, j, c, left)
 	}
 	l.buf = buf
@@ -354,8 +363,16 @@ func (l *Leader) collectShard(dst []Part, n *names, j int, nowMs, holdMs int64) 
 			return dst[:had], err
 		}
 	}
+	l.takenOver += takenOver
 	return dst, nil
 }
+
+// TakenOver returns the requests this Leader has handed out from another
+// holder's reservation that ran out: that holder's VM died (or stalled past
+// holdMs) before it acked them. What it had sent of them and the collector
+// accepted is delivered again: the one case of at-least-once, and this is
+// its upper bound (some of them it may never have sent).
+func (l *Leader) TakenOver() uint64 { return l.takenOver }
 
 // handOut appends the part of outbox line c that is left, less what is in
 // flight, if any.

@@ -588,3 +588,36 @@ func TestWorkerIDsUnique(t *testing.T) {
 		t.Fatal("no id at all")
 	}
 }
+
+// TestTakenOver: what a holder hands out from another holder's reservation
+// that ran out (its VM died with the call in flight) is counted; a live
+// reservation is left alone, and a holder's own renewals are not counted.
+func TestTakenOver(t *testing.T) {
+	s := newStore()
+	w := merge.NewWorker(s, "w", 1, 10, 1000)
+	w.Add("k.ns", 4)
+	if err := w.Publish(0, 10_000, 1); err != nil {
+		t.Fatal(err)
+	}
+	const holdMs = 100
+	a := merge.NewLeader(s, "a")
+	avail, err := a.Collect(0, 1, 10_000, 100_000, holdMs)
+	if err != nil || len(avail["k.ns"]) != 1 {
+		t.Fatalf("Collect = %v, %v", avail, err)
+	}
+	a.Sent(1, avail["k.ns"]) // a's VM dies with the call in flight
+	if _, err := a.Collect(0, 1, 10_060, 100_000, holdMs); err != nil || a.TakenOver() != 0 {
+		t.Fatalf("a's own renewal: TakenOver %d, %v; want 0", a.TakenOver(), err)
+	}
+	b := merge.NewLeader(s, "b")
+	if avail, err := b.Collect(0, 1, 10_100, 100_000, holdMs); err != nil || len(avail) != 0 || b.TakenOver() != 0 {
+		t.Fatalf("while a's reservation runs: %v, TakenOver %d, %v; want nothing", avail, b.TakenOver(), err)
+	}
+	avail, err = b.Collect(0, 1, 10_200, 100_000, holdMs) // a's renewed reservation ran out at 10_160
+	if err != nil || len(avail["k.ns"]) != 1 || avail["k.ns"][0].N != 4 {
+		t.Fatalf("after a's reservation: %v, %v; want the 4 requests", avail, err)
+	}
+	if got := b.TakenOver(); got != 4 {
+		t.Fatalf("TakenOver = %d, want 4", got)
+	}
+}
