@@ -187,6 +187,7 @@ func Scenarios() []Scenario {
 	out = append(out, keyScenarios()...)
 	out = append(out, flushScenarios()...)
 	out = append(out, deliveryScenarios()...)
+	out = append(out, intervalScenarios()...)
 	return out
 }
 
