@@ -621,3 +621,58 @@ func TestTakenOver(t *testing.T) {
 		t.Fatalf("TakenOver = %d, want 4", got)
 	}
 }
+
+// TestPublishRacesEmptying: while a worker publishes, a holder writes the
+// acks of everything the worker had published and another holder, taking the
+// worker for dead (an old heartbeat), empties its outbox. The worker's write
+// must fail its compare-and-swap and drop what was delivered: written over
+// the emptied shard, the delivered counts would be handed out again.
+func TestPublishRacesEmptying(t *testing.T) {
+	s := newStore()
+	const deadMs = 1000
+	hs := &hookStore{store: s, keys: map[string]bool{merge.OutboxKey("w", 0): true}}
+	w := merge.NewWorker(hs, "w", 1, 10, 1000)
+	w.Add("k.ns", 5)
+	if err := w.Publish(0, 10_000, 100_000); err != nil { // the heartbeat of 10 000 stays
+		t.Fatal(err)
+	}
+	hs.hook = nil // the first publish's reads pass
+	a := merge.NewLeader(s, "a")
+	avail, err := a.Collect(0, 1, 10_001, deadMs, 100)
+	if err != nil || len(avail["k.ns"]) != 1 {
+		t.Fatalf("Collect = %v, %v", avail, err)
+	}
+	a.Sent(1, avail["k.ns"])
+	a.Settled(1, "k.ns", true) // its ack is written in the middle of the next publish
+	w.Add("k.ns", 3)
+	hs.hook = func() {
+		if err := a.WriteAcks(); err != nil {
+			t.Fatal(err)
+		}
+		b := merge.NewLeader(s, "b")
+		if _, err := b.Collect(0, 1, 10_000+2*deadMs, deadMs, 100); err != nil { // w looks dead: emptied
+			t.Fatal(err)
+		}
+		if v, _, _, _ := s.Get(merge.OutboxKey("w", 0)); len(v) != 0 {
+			t.Fatalf("the holder did not empty the outbox: %q", v)
+		}
+	}
+	if err := w.Publish(0, 10_002, 100_000); err != nil {
+		t.Fatal(err)
+	}
+	if hs.hook != nil {
+		t.Fatal("the hook did not run")
+	}
+	c := merge.NewLeader(s, "c")
+	avail, err = c.Collect(0, 1, 10_000+2*deadMs+1, 100*deadMs, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n uint64
+	for _, p := range avail["k.ns"] {
+		n += p.N
+	}
+	if n != 3 {
+		t.Fatalf("handed out %d after the race, want the 3 not yet delivered", n)
+	}
+}

@@ -182,7 +182,11 @@ func (w *Worker) publishShard(i int, nowMs int64) error {
 			return nil
 		}
 		w.buf = sh.appendTo(w.buf[:0], nowMs)
-		// With the CAS read above: a holder may empty the shard meanwhile.
+		// With the CAS read above: a holder may empty the shard meanwhile
+		// (all it held delivered; the worker taken for dead). Invariant: a
+		// worker never writes over an emptied shard what was delivered; the
+		// write fails, and the next read drops it (forgetPublished).
+		// TestPublishRacesEmptying fails without it.
 		err = w.s.Set(w.names.outKey(i), w.buf, cas)
 		if err == nil {
 			sh.dirty = false
