@@ -154,8 +154,14 @@ func (a *aggregator) slice() int {
 // outbox and writes the shard; all shards when i < 0.
 func (a *aggregator) publish(i int, now int64) {
 	t := a.p.table
+	// A key whose wake-up is in flight keeps its new counts until the
+	// wake-up is settled: one call per key at a time, on each worker, as with
+	// aggregate: worker (workers of one Envoy may still overlap: a wake-up on
+	// one, the holder's report of another's counts). The filtertest row
+	// "interval/envoy: a failed wake-up's count goes with the next report,
+	// once" fails without it, at some phases.
 	take := func(s table.Slot) {
-		if e := t.At(s); e.Pending > 0 && (i < 0 || int(e.Group) == i) && a.worker.Add(e.Key, e.Pending) {
+		if e := t.At(s); e.Pending > 0 && e.InFlight == 0 && (i < 0 || int(e.Group) == i) && a.worker.Add(e.Key, e.Pending) {
 			e.Pending = 0
 		}
 	}
@@ -377,7 +383,7 @@ func (a *aggregator) claimWake(key string) bool {
 // by tick, until done or doneBy.
 func (a *aggregator) drain() {
 	a.drainTick()
-	a.doneBy = a.p.flusher.Now() + uint32(2*(a.holdMs+a.leaseMs)/max(a.p.cfg.TickPeriod().Milliseconds(), 1)) + 2
+	a.doneBy = a.p.flusher.Now() + drainTicks(a.p.cfg)
 }
 
 // drainTick is a tick while shutting down: publish everything, collect every

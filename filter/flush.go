@@ -17,12 +17,19 @@ func (p *pluginContext) OnTick() {
 		return
 	}
 	if p.draining {
-		if p.agg != nil && !p.finished {
-			p.agg.drainTick()
-			p.flusher.Tick()
-			p.now = p.flusher.Now() + 1
-			p.finishIfDone()
+		if p.finished {
+			return
 		}
+		if p.agg != nil {
+			p.agg.drainTick()
+		}
+		p.flusher.Tick()
+		p.now = p.flusher.Now() + 1
+		if p.agg == nil && p.flusher.Now() < p.drainBy {
+			// What a failed call put back goes out again until the deadline.
+			p.flusher.SendAll()
+		}
+		p.finishIfDone()
 		return
 	}
 	p.logFailedCalls()
@@ -183,9 +190,22 @@ func (p *pluginContext) finishIfDone() {
 	proxywasm.PluginDone()
 }
 
-// canFinish reports whether a draining worker has nothing left to wait for.
+// canFinish reports whether a draining worker has nothing left to wait for:
+// no call in flight, and nothing left to send (with aggregate: envoy, its
+// outbox delivered) or its deadline passed.
 func (p *pluginContext) canFinish() bool {
-	return p.flusher.InFlight() == 0 && (p.agg == nil || p.agg.done())
+	if p.flusher.InFlight() > 0 {
+		return false
+	}
+	if p.agg != nil {
+		if p.flusher.Pending() > 0 && p.flusher.Now() < p.agg.doneBy {
+			// Counts still in the worker's table (a wake-up's that failed
+			// meanwhile): published at the next drain tick, then delivered.
+			return false
+		}
+		return p.agg.done()
+	}
+	return p.flusher.Pending() == 0 || p.flusher.Now() >= p.drainBy
 }
 
 // logFailedCalls logs, once per tick, the calls that failed since the last one:
@@ -218,14 +238,16 @@ func statusOf(headers [][2]string) int {
 }
 
 // OnPluginDone is called when Envoy removes the plugin (reconfiguration, drain).
-// It sends the counts one last time and, while calls are in flight, asks Envoy to
-// wait (returns false): their answers still arrive, and the last one tells Envoy
-// to go on (proxy_done).
+// It sends the counts and, while calls are in flight or failed ones are to be
+// sent again, asks Envoy to wait (returns false): answers and ticks still
+// arrive, failed reports go out again at the ticks until drainTicks, and the
+// end tells Envoy to go on (proxy_done).
 func (p *pluginContext) OnPluginDone() bool {
 	if !p.started || p.draining {
 		return true
 	}
 	p.draining = true
+	p.drainBy = p.flusher.Now() + drainTicks(p.cfg)
 	p.flusher.MeterAll()
 	p.pushMetrics()
 	p.flusher.Drain()

@@ -70,6 +70,9 @@ type pluginContext struct {
 	// calls pools the answer callbacks of the worker's own calls (flush.go).
 	calls    calls
 	draining bool
+	// drainBy is the tick count by which a draining worker (aggregate:
+	// worker) stops retrying its failed reports (drainTicks).
+	drainBy uint32
 	// finished is set once the shutdown is over (or proxy_done was called).
 	finished bool
 	// agg is the aggregate: envoy side, nil with aggregate: worker.
@@ -159,6 +162,20 @@ var randomPhase = func(n int) int { return rand.IntN(n) }
 
 // abandonAfter is how many ticks a call may go unanswered: twice the timeout plus two
 // ticks. Envoy answers every call by its timeout, so this never fires under Envoy.
+// drainTicks is how long a shutting-down worker keeps sending what failed:
+// as long as a lease holder of aggregate: envoy waits for its reservations
+// (two of them and a lease, each longer than two timeouts), so a collector
+// that fails for a while at shutdown does not lose the counts; never for
+// ever, so the shutdown ends. Without the retry, a worker stopped while the
+// collector failed lost its last reports (e2e TestSimAggregate, worker mode;
+// filtertest "flush/shutdown retries a failed call").
+func drainTicks(cfg config.Config) uint32 {
+	tick := max(cfg.TickPeriod().Milliseconds(), 1)
+	holdMs := 2 * (cfg.Timeout.Milliseconds() + 3*tick + 1000)
+	leaseMs := max(3*tick, 1000)
+	return uint32(2*(holdMs+leaseMs)/tick) + 2
+}
+
 func abandonAfter(cfg config.Config) uint64 {
 	ticks := math.Ceil(float64(2*cfg.Timeout) / float64(cfg.TickPeriod()))
 	return uint64(ticks) + 2

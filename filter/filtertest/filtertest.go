@@ -588,16 +588,40 @@ func flushScenarios() []Scenario {
 			}
 		}},
 		{Name: "flush/shutdown sends counts held behind an in-flight call", Run: shutdownSendsHeld("")},
-		{Name: "flush/shutdown does not retry a failed call", Run: func(t testing.TB, h Host) {
+		{Name: "flush/shutdown retries a failed call at the next ticks", Run: func(t testing.TB, h Host) {
 			start(t, h, cfg(""))
 			h.Request(Authority("web.shop"))
 			if h.Shutdown() {
 				t.Fatal("plugin finished at once with a call in flight")
 			}
 			answerAll(h, 503)
-			expectSent(t, h)
+			if h.PluginDone() {
+				t.Fatal("plugin finished with its count undelivered and time left")
+			}
+			h.Tick()
+			expectSent(t, h, msg(1, "web", "shop"))
+			answerAll(h, 200)
 			if !h.PluginDone() {
-				t.Fatal("plugin did not finish after its last answer")
+				t.Fatal("plugin did not finish once everything was delivered")
+			}
+			if logs := h.Logs("warn"); strings.Contains(strings.Join(logs, "\n"), "not delivered") {
+				t.Fatalf("a loss logged with nothing lost: %q", logs)
+			}
+		}},
+		{Name: "flush/shutdown gives up at its deadline", Run: func(t testing.TB, h Host) {
+			start(t, h, cfg(""))
+			h.Request(Authority("web.shop"))
+			if h.Shutdown() {
+				t.Fatal("plugin finished at once with a call in flight")
+			}
+			for i := 0; i < 1000 && !h.PluginDone(); i++ {
+				answerAll(h, 503)
+				if !h.PluginDone() {
+					h.Tick()
+				}
+			}
+			if !h.PluginDone() {
+				t.Fatal("the shutdown never ended")
 			}
 			if logs := h.Logs("warn"); !strings.Contains(strings.Join(logs, "\n"), "1 counted requests not delivered") {
 				t.Fatalf("no warning about the undelivered count in %q", logs)
