@@ -7,10 +7,12 @@ GO        ?= go
 WASM      := build/filter.wasm
 SDKABI    := filter/_sdkabi/build.sh
 FUZZTIME  ?= 30s
+SEED      ?= 1
+DURATION  ?= 10m
 # Go sources that go into the module (any change rebuilds it).
 FILTER_SRC := $(shell find filter messages -name '*.go' -not -name '*_test.go') filter/_sdkabi/build.sh go.mod go.sum
 
-.PHONY: help build build-tinygo test unit vet fuzz run run-envoy bench clean oci push
+.PHONY: help build build-tinygo test unit vet fuzz soak run run-envoy bench clean oci push
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -40,6 +42,9 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	$(GO) test -run='^$$' -fuzz='^FuzzAppendAuthority$$' -fuzztime=$(FUZZTIME) ./filter/key
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./filter/config
 	$(GO) test -run='^$$' -fuzz='^FuzzParseMatchesEncodingJSON$$' -fuzztime=$(FUZZTIME) ./filter/config
+
+soak: build ## run the e2e simulation TestSimAggregate on seeds SEED, SEED+1, … (default 1) until DURATION (default 10m) is spent; stops at the first failing seed
+	REQCOUNT_SIM_SEEDS='$(SEED)' REQCOUNT_SIM_DURATION='$(DURATION)' $(GO) test -count=1 -timeout 0 -run 'TestSimAggregate' ./e2e/
 
 run: build ## serve localhost:10000 through the compiled filter; flushes print as JSON lines (RUNFLAGS=-h for options)
 	$(GO) build -o build/reqcount-run ./e2e/cmd/reqcount-run

@@ -58,6 +58,18 @@
 //   - stdout and stderr (fd_write) become info and error logs, one line per
 //     write; a trap fails only its worker, and every later call to it
 //     returns ErrCrashed.
+//   - A VM that ends (Worker.Kill: died; Worker.Stop or StopAsync: removed
+//     with proxy_on_done's drain) can be recreated with Host.Restart, as
+//     Envoy recreates a worker's VM: a fresh instance (new memory, the whole
+//     start again) that finds shared data, metrics and queues as the others
+//     left them, and gets no answer meant for the old one. Host.Worker(i)
+//     is then the new instance; Host.Stats still counts the old ones.
+//   - Randomness: WASI random_get reads crypto/rand, different bytes for
+//     every VM, as Envoy's does. Config.RandomSeed makes it a deterministic
+//     stream, the same for every VM (wazero's fixed-seed case: a module
+//     whose worker ids come only from random_get gets one id for all
+//     workers); with Config.RandomPerVM each VM gets its own deterministic
+//     stream, so a simulation can replay a run exactly.
 //
 // # Where it differs
 //

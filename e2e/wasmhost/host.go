@@ -97,6 +97,21 @@ type Config struct {
 	// proxy_on_tick. Default false: reading the clock twice per guest entry
 	// would add to every per-request figure.
 	TimeCallbacks bool
+
+	// RandomSeed, when not zero, makes WASI random_get deterministic: every
+	// VM reads the same ChaCha8 stream seeded from it (the "fixed seed" case
+	// of wazero's own default source, where every instance gets the same
+	// random bytes). A module that takes ids, phases or map seeds from
+	// random_get then gets the same ones in every worker, and in every run.
+	// Default 0: crypto/rand, different bytes for every VM.
+	RandomSeed uint64
+
+	// RandomPerVM, with RandomSeed, gives every VM a stream of its own,
+	// seeded from RandomSeed and the VM's start number (0 to Workers-1 for
+	// New's workers in order, then one more per Restart): distinct per VM as
+	// crypto/rand's would be, yet the same in every run, for a simulation
+	// that must replay. Ignored when RandomSeed is 0.
+	RandomPerVM bool
 }
 
 // Host runs a Module the way Envoy runs a proxy-wasm HTTP filter: one VM per
@@ -106,7 +121,16 @@ type Host struct {
 	mod *Module
 	cfg Config
 
+	// mu guards workers, retired, starts and closing: Restart replaces a
+	// worker while other goroutines may call Worker.
+	mu      sync.Mutex
 	workers []*Worker
+	// retired are the instances Restart replaced: stopped, kept for Stats
+	// and released by Close.
+	retired []*Worker
+	// starts counts VM instances made (RandomPerVM's start number).
+	starts  uint64
+	closing bool
 
 	metrics metricStore
 	shared  sharedData
@@ -171,7 +195,7 @@ func New(ctx context.Context, mod *Module, cfg Config) (*Host, error) {
 	h.dispatchCtx, h.dispatchEnd = context.WithCancel(context.Background())
 
 	for i := 0; i < cfg.Workers; i++ {
-		w, err := newWorker(ctx, h, i)
+		w, err := newWorker(ctx, h, i, h.nextStart())
 		if err == nil {
 			h.workers = append(h.workers, w)
 			err = w.do(ctx, w.start)
@@ -198,19 +222,94 @@ func (h *Host) abort(ctx context.Context) error {
 	return nil
 }
 
+// nextStart returns the start number of the next VM instance.
+func (h *Host) nextStart() uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := h.starts
+	h.starts++
+	return n
+}
+
+// Restart replaces worker i's VM with a fresh instance of the same module,
+// as Envoy recreates a worker's VM that died: new linear memory, then the
+// same start as New's (_initialize, root context, proxy_on_vm_start,
+// proxy_on_configure). The old VM must have ended first (Worker.Kill, or a
+// Worker.Stop that returned); Restart does not end it, because Envoy does
+// not recreate a VM that still runs. Shared data, metrics and shared queues
+// are process-wide and stay as the old VM left them; answers to the old VM's
+// calls still in flight are dropped (its tokens mean nothing to the new
+// one). Host.Worker(i) returns the new instance from then on; the old one's
+// counters stay in Host.Stats. If the new VM fails to start, Restart returns
+// the error and worker i stays the old, ended one.
+func (h *Host) Restart(ctx context.Context, i int) error {
+	h.mu.Lock()
+	if h.closing {
+		h.mu.Unlock()
+		return ErrClosed
+	}
+	if i < 0 || i >= len(h.workers) {
+		h.mu.Unlock()
+		return fmt.Errorf("wasmhost: Restart(%d): no such worker (%d workers)", i, len(h.workers))
+	}
+	old := h.workers[i]
+	h.mu.Unlock()
+	select {
+	case <-old.stopped:
+	default:
+		return fmt.Errorf("wasmhost: Restart(%d): the worker's VM still runs: Kill or Stop it first", i)
+	}
+	w, err := newWorker(ctx, h, i, h.nextStart())
+	if err != nil {
+		return err
+	}
+	if err := w.do(ctx, w.start); err != nil {
+		w.stopNow()
+		_ = w.inst.Close(context.Background())
+		return err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closing || h.workers[i] != old {
+		// Close began, or another Restart won: this instance is not wanted.
+		w.stopNow()
+		_ = w.inst.Close(context.Background())
+		if h.closing {
+			return ErrClosed
+		}
+		return fmt.Errorf("wasmhost: Restart(%d): restarted concurrently", i)
+	}
+	h.workers[i] = w
+	h.retired = append(h.retired, old)
+	return nil
+}
+
+// snapshot returns the current workers and the retired ones.
+func (h *Host) snapshot() (current, retired []*Worker) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]*Worker(nil), h.workers...), append([]*Worker(nil), h.retired...)
+}
+
 // Module returns the module this host runs.
 func (h *Host) Module() *Module { return h.mod }
 
 // Workers returns the number of workers.
 func (h *Host) Workers() int { return len(h.workers) }
 
-// Worker returns worker i (0 ≤ i < Workers()).
-func (h *Host) Worker(i int) *Worker { return h.workers[i] }
+// Worker returns worker i (0 ≤ i < Workers()): its current VM instance,
+// the newest one after a Restart.
+func (h *Host) Worker(i int) *Worker {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.workers[i]
+}
 
 // Tick calls proxy_on_tick on every worker that has a tick period, as their
 // timers would; workers without one are skipped. It returns the first error.
 func (h *Host) Tick(ctx context.Context) error {
-	for _, w := range h.workers {
+	workers, _ := h.snapshot()
+	for _, w := range workers {
 		if err := w.Tick(ctx); err != nil && !errors.Is(err, ErrNoTickPeriod) {
 			return err
 		}
@@ -226,9 +325,13 @@ func (h *Host) Tick(ctx context.Context) error {
 // (a deadline passed before proxy_done, a crash during it) are returned.
 func (h *Host) Close(ctx context.Context) error {
 	h.closeOnce.Do(func() {
-		errs := make([]error, len(h.workers))
+		h.mu.Lock()
+		h.closing = true
+		h.mu.Unlock()
+		workers, retired := h.snapshot()
+		errs := make([]error, len(workers))
 		var wg sync.WaitGroup
-		for i, w := range h.workers {
+		for i, w := range workers {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -239,7 +342,7 @@ func (h *Host) Close(ctx context.Context) error {
 		h.dispatchEnd()
 		h.dispatchWG.Wait()
 		h.transport.CloseIdleConnections()
-		for _, w := range h.workers {
+		for _, w := range append(workers, retired...) {
 			if err := w.inst.Close(context.Background()); err != nil {
 				errs = append(errs, err)
 			}
@@ -323,11 +426,13 @@ func (h *Host) Logs(level LogLevel) []string { return h.logs.messages(level) }
 // LogLines returns every captured line, in order.
 func (h *Host) LogLines() []LogLine { return h.logs.all() }
 
-// Stats adds up every worker's Stats.
+// Stats adds up every worker's Stats, the VM instances Restart replaced
+// included.
 func (h *Host) Stats() Stats {
 	total := Stats{GuestCalls: map[string]uint64{}, HostCalls: map[string]uint64{},
 		GuestTime: map[string]time.Duration{}, GuestMax: map[string]time.Duration{}}
-	for _, w := range h.workers {
+	workers, retired := h.snapshot()
+	for _, w := range append(workers, retired...) {
 		s := w.Stats()
 		total.add(s)
 	}

@@ -3,8 +3,11 @@ package wasmhost
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	mrand "math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -146,7 +149,9 @@ type Worker struct {
 	scratch     []byte
 }
 
-func newWorker(ctx context.Context, h *Host, idx int) (*Worker, error) {
+// newWorker instantiates the module for worker idx; start is the instance's
+// start number (Config.RandomPerVM).
+func newWorker(ctx context.Context, h *Host, idx int, start uint64) (*Worker, error) {
 	m := h.mod
 	cfg := wazero.NewModuleConfig().
 		WithName("").         // anonymous: one compiled module, many instances
@@ -154,7 +159,7 @@ func newWorker(ctx context.Context, h *Host, idx int) (*Worker, error) {
 		WithSysWalltime().
 		WithSysNanotime().
 		WithSysNanosleep().
-		WithRandSource(rand.Reader)
+		WithRandSource(randomSource(h.cfg, start))
 	if wall := h.cfg.Walltime; wall != nil {
 		cfg = cfg.WithWalltime(func() (int64, int32) {
 			t := wall()
@@ -190,6 +195,22 @@ func newWorker(ctx context.Context, h *Host, idx int) (*Worker, error) {
 	}
 	go w.loop()
 	return w, nil
+}
+
+// randomSource is what random_get reads for the VM with start number start:
+// crypto/rand, or Config.RandomSeed's deterministic stream.
+func randomSource(cfg Config, start uint64) io.Reader {
+	if cfg.RandomSeed == 0 {
+		return rand.Reader
+	}
+	var seed [32]byte
+	binary.LittleEndian.PutUint64(seed[0:], cfg.RandomSeed)
+	if cfg.RandomPerVM {
+		// Bytes 8..15 tell the VMs apart; with the flag unset they stay zero
+		// and every VM reads the very same stream.
+		binary.LittleEndian.PutUint64(seed[8:], start+1)
+	}
+	return mrand.NewChaCha8(seed)
 }
 
 // Index returns the worker's index in its Host.
@@ -559,6 +580,12 @@ func (w *Worker) shutdown(ctx context.Context) error {
 	if !w.post(func() { begun <- w.beginShutdown() }, false) {
 		return nil
 	}
+	return w.finishShutdown(ctx, begun)
+}
+
+// finishShutdown waits for the shutdown begun (proxy_on_done's result on
+// begun) to end with the root's deletion, or deletes it when ctx ends.
+func (w *Worker) finishShutdown(ctx context.Context, begun <-chan error) error {
 	var err error
 	select {
 	case err = <-begun:
@@ -625,6 +652,24 @@ func (w *Worker) stopNow() {
 	if w.post(func() { w.exit = true }, false) {
 		<-w.stopped
 	}
+}
+
+// StopAsync begins Stop and returns at once, with a channel that gets Stop's
+// result when the worker has stopped. The proxy_on_done job is queued
+// before StopAsync returns, so it runs before any call made on the worker
+// afterwards: a simulation on manual ticks can go on ticking a draining
+// worker (and answering its calls) in a deterministic order while the
+// module waits for its answers. Once the root is deleted, those calls
+// return ErrClosed.
+func (w *Worker) StopAsync(ctx context.Context) <-chan error {
+	begun := make(chan error, 1)
+	res := make(chan error, 1)
+	if !w.post(func() { begun <- w.beginShutdown() }, false) {
+		res <- nil
+		return res
+	}
+	go func() { res <- w.finishShutdown(ctx, begun) }()
+	return res
 }
 
 // Stop shuts this worker down alone, as Envoy does when it removes one VM:
