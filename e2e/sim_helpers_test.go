@@ -88,6 +88,10 @@ type simConfig struct {
 	// SameRandom gives every VM the same random bytes (wasmhost RandomSeed
 	// without RandomPerVM); otherwise each VM gets its own seeded stream.
 	SameRandom bool
+	// KillHolder kills the lease holder at 35% (the one at-least-once case:
+	// its reports in flight go out again from the next holder) instead of
+	// another VM.
+	KillHolder bool
 }
 
 const (
@@ -124,6 +128,10 @@ type simVM struct {
 	// sent counts the requests sent to it; delivered the counts of its own
 	// calls that got a 2xx (worker mode: its reports).
 	sent, delivered map[collector.Key]int
+	// unacked counts what its calls got a 2xx for since its last tick: a
+	// lease holder writes the acks of its deliveries at its next tick, so
+	// if its VM dies first, those are sent again too (envoy mode).
+	unacked map[collector.Key]int
 	// published[key][gen] is the largest cum its outbox showed for the
 	// key's generation gen; cas the last token seen per outbox shard.
 	published map[string]map[uint32]uint64
@@ -138,6 +146,12 @@ type simCall struct {
 	counts map[collector.Key]int
 	resp   wasmhost.Response
 	reply  func(wasmhost.Response)
+}
+
+// simMsg is one message for a key: when it was dispatched, by which worker.
+type simMsg struct {
+	at     time.Duration
+	worker int
 }
 
 // simKill is what a killed VM took with it, measured at the kill.
@@ -173,6 +187,12 @@ type sim struct {
 	// callsBy counts the calls per worker index per flush interval (index
 	// into the run's intervals): who speaks.
 	callsBy map[int]map[int]int
+	// healedAt is when every answer became 2xx: the steady state's one
+	// voice is checked from two intervals after it.
+	healedAt time.Duration
+	// msgAt lists, per key, when each message for it was dispatched and by
+	// which worker: the steady state's one voice.
+	msgAt map[collector.Key][]simMsg
 
 	sent    map[collector.Key]int
 	targets []target
@@ -193,6 +213,7 @@ func newSim(t *testing.T, cfg simConfig) *sim {
 		faulty:    cfg.Faults,
 		delivered: map[collector.Key]int{},
 		callsBy:   map[int]map[int]int{},
+		msgAt:     map[collector.Key][]simMsg{},
 		sent:      map[collector.Key]int{},
 		targets:   services(cfg.Keys, "ns-0", "ns-1", "ns-2", "default"),
 		current:   make([]*simVM, cfg.Workers),
@@ -238,7 +259,7 @@ func (s *sim) adopt(i int) {
 	w := s.h.Worker(i)
 	vm := &simVM{
 		n: len(s.vms), worker: i, period: w.TickPeriod(),
-		sent: map[collector.Key]int{}, delivered: map[collector.Key]int{},
+		sent: map[collector.Key]int{}, delivered: map[collector.Key]int{}, unacked: map[collector.Key]int{},
 		published: map[string]map[uint32]uint64{}, cas: make([]uint32, s.slices),
 	}
 	if vm.period <= 0 {
@@ -280,6 +301,9 @@ func (s *sim) dispatch(c wasmhost.Callout, reply func(wasmhost.Response)) {
 		s.callsBy[interval] = map[int]int{}
 	}
 	s.callsBy[interval][c.Worker]++
+	for k := range counts {
+		s.msgAt[k] = append(s.msgAt[k], simMsg{at: s.elapsed(), worker: c.Worker})
+	}
 	timeout := c.Timeout
 	if timeout <= 0 {
 		timeout = 2 * time.Second
@@ -338,6 +362,11 @@ func (s *sim) release() {
 		if due.resp.Status/100 == 2 {
 			// The collector counted it, whether or not the VM lives to hear.
 			s.accept(due.vm, due.counts)
+			if due.vm != nil {
+				for k, n := range due.counts {
+					due.vm.unacked[k] += n
+				}
+			}
 		}
 		s.mu.Unlock()
 		due.reply(due.resp)
@@ -374,6 +403,7 @@ func (s *sim) tickDue() {
 		case err != nil:
 			s.t.Fatalf("tick worker %d: %v", vm.worker, err)
 		default:
+			clear(vm.unacked) // its acks are written at the tick
 			s.observe(vm)
 		}
 	}
@@ -494,13 +524,14 @@ func (s *sim) stopHolder() {
 	s.logf("worker %d (VM %d, id %s) stopping", vm.worker, vm.n, vm.id)
 }
 
-// killOne kills a running VM that does not hold the lease, measuring what
+// killOne kills a running VM that does not hold the lease (the holder with
+// KillHolder), measuring what
 // it takes with it.
 func (s *sim) killOne() {
 	holder := s.holder()
 	var cands []*simVM
 	for _, v := range s.current {
-		if v.state == vmRunning && v != holder {
+		if v.state == vmRunning && (v != holder) != s.cfg.KillHolder {
 			cands = append(cands, v)
 		}
 	}
@@ -517,6 +548,11 @@ func (s *sim) killOne() {
 				k.inFlight[key] += n
 			}
 		}
+	}
+	// Delivered since its last tick: the acks not yet written count as in
+	// flight (sent again by the next holder).
+	for key, n := range vm.unacked {
+		k.inFlight[key] += n
 	}
 	for key, n := range vm.sent {
 		var safe int
@@ -562,8 +598,10 @@ func (s *sim) bounds() (lo, hi map[collector.Key]int) {
 			lo[k] -= n
 		}
 		if s.cfg.Aggregate == "envoy" {
-			// Only a lease holder's calls are sent again by another; the
-			// victim held no lease at its death, but bound it anyway.
+			// A lease holder's reports in flight, or delivered with their
+			// acks not yet written (at its next tick), are sent again by the
+			// next holder: the one case of at-least-once (KillHolder; a
+			// victim that held no lease has none, bound anyway).
 			for k, n := range s.kill.inFlight {
 				hi[k] += n
 			}
@@ -607,7 +645,12 @@ func (s *sim) run() {
 			{at(0.2), s.stopHolder},
 			{at(0.35), s.killOne},
 			{at(0.5), s.restartKilled},
-			{at(0.6), func() { s.mu.Lock(); s.faulty = false; s.mu.Unlock(); s.logf("healing: every answer 2xx") }},
+			{at(0.6), func() {
+				s.mu.Lock()
+				s.faulty, s.healedAt = false, s.elapsed()
+				s.mu.Unlock()
+				s.logf("healing: every answer 2xx")
+			}},
 		}
 	}
 	for s.elapsed() < T {
@@ -762,6 +805,51 @@ func (s *sim) check() {
 		}
 		t.Logf("seed %d: killed VM %d (worker %d): measured loss %d requests (at risk %d), duplication %d (in flight %d)",
 			s.cfg.Seed, s.kill.vm.n, s.kill.vm.worker, lost, sum(s.kill.atRisk), dup, sum(s.kill.inFlight))
+		if s.cfg.Aggregate == "envoy" {
+			// What was delivered twice must show in the metric that counts
+			// what a holder took over from a dead holder's reservation.
+			over := s.h.Counter("reqcount.aggregate.counts_taken_over")
+			t.Logf("seed %d: reqcount.aggregate.counts_taken_over = %d", s.cfg.Seed, over)
+			if uint64(dup) > over {
+				bad = true
+				fmt.Fprintf(&perVM, "  %d requests delivered twice, but reqcount.aggregate.counts_taken_over is %d\n", dup, over)
+			}
+		}
+	}
+	// The steady state speaks with one voice: from two intervals after the
+	// collector healed (what failed before has gone out again) to the end of
+	// the traffic, two messages for a key come at least half an interval
+	// apart (a key is reported once per interval, at its slice: ticks jitter,
+	// so intervals are not cut by a fixed grid) from the Envoy with
+	// aggregate: envoy (wake-ups off), from each worker with aggregate:
+	// worker.
+	if s.cfg.Faults && s.cfg.WakeAfter == "0s" && s.healedAt > 0 {
+		from := (s.healedAt/s.interval + 2) * s.interval
+		checked := 0
+		for k, ms := range s.msgAt {
+			last := map[int]time.Duration{} // by voice
+			for _, m := range ms {
+				if m.at < from || m.at >= s.cfg.Traffic {
+					continue
+				}
+				voice := 0
+				if s.cfg.Aggregate == "worker" {
+					voice = m.worker
+				}
+				if prev, ok := last[voice]; ok && m.at-prev < s.interval/2 {
+					bad = true
+					fmt.Fprintf(&perVM, "  %s.%s: messages at %v and %v (worker %d), less than half an interval apart\n",
+						k.Svc, k.Namespace, prev, m.at, m.worker)
+				}
+				last[voice] = m.at
+				checked++
+			}
+		}
+		t.Logf("seed %d: steady state from %v to %v: %d messages, each key once per interval per voice", s.cfg.Seed, from, s.cfg.Traffic, checked)
+		if checked == 0 {
+			bad = true
+			fmt.Fprintf(&perVM, "  no steady-state message to check (healed at %v, traffic until %v)\n", s.healedAt, s.cfg.Traffic)
+		}
 	}
 	if bad {
 		t.Errorf("seed %d, %s: the collector's totals break the oracle (replay: go test -count=1 -run '^%s$' ./e2e/ -sim.seeds=%d)\n%s%s"+

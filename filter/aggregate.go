@@ -265,13 +265,25 @@ func (a *aggregator) tick() {
 
 // collect takes or renews the lease and, holding it, collects the shards
 // [from, to) of every worker into the merged table (writing first the acks of
-// what its calls delivered). Without the lease it collects nothing, or, with own
-// (shutting down), what no holder reserved of this worker's own outbox, so that
-// a shutdown does not wait for another worker's ticks; it still writes its acks.
+// what its calls delivered). Without the lease it collects nothing; with own
+// (shutting down, the lease let go) it collects what no holder reserved of this
+// worker's own outbox, so that a shutdown does not wait for another worker's
+// ticks. Either way it writes its acks.
 func (a *aggregator) collect(from, to int, now int64, own bool) {
-	leading, err := a.worker.Lead(now)
-	a.fail(err)
-	a.leading = leading && err == nil
+	var err error
+	a.leading = false
+	if !own {
+		// A draining worker (own) never takes or renews the lease: it let
+		// it go at the drain's start, and another worker reports for the
+		// Envoy. Kept, it collected every worker's every shard at each of
+		// its drain ticks (several messages per key per interval) and could
+		// not finish while traffic went on (the e2e simulation's steady-state
+		// check fails without it).
+		var leading bool
+		leading, err = a.worker.Lead(now)
+		a.fail(err)
+		a.leading = leading && err == nil
+	}
 	a.parts = a.parts[:0]
 	switch {
 	case a.leading:
@@ -382,14 +394,22 @@ func (a *aggregator) claimWake(key string) bool {
 // outbox, and what can be sent is sent (drainTick); the worker then waits, tick
 // by tick, until done or doneBy.
 func (a *aggregator) drain() {
+	// Another worker takes over at its next tick. What this one reserved and
+	// has in flight it still settles and acks (done), and nobody sends it
+	// before the reservations run out.
+	a.fail(a.worker.Release())
 	a.drainTick()
 	a.doneBy = a.p.flusher.Now() + drainTicks(a.p.cfg)
 }
 
-// drainTick is a tick while shutting down: publish everything, collect every
-// shard (of every worker as the lease holder, else of this one), and send.
+// drainTick is a tick while shutting down: publish everything, collect what
+// no holder reserved of this worker's own outbox, and send.
 func (a *aggregator) drainTick() {
 	now := nowMs()
+	// What this worker reserved as holder and has not in flight goes to the
+	// next holder at once (not when the reservations run out): it no longer
+	// sends other workers' counts.
+	a.fail(a.leader.Unreserve())
 	a.publish(-1, now)
 	a.collect(0, a.slices, now, true)
 	a.mflush.SendAll()

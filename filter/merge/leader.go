@@ -37,6 +37,9 @@ type Leader struct {
 	// takenOver sums what was handed out from other holders' expired
 	// reservations (TakenOver).
 	takenOver uint64
+	// reservedIn maps the acks keys this holder wrote reservations into to
+	// their worker's id (Unreserve).
+	reservedIn map[string]string
 	// spare are the part slices of settled calls, for Sent to reuse.
 	spare [][]flight
 	// deltas are deliveries not yet written (Settled, in order), written by
@@ -280,6 +283,7 @@ func (l *Leader) collectShard(dst []Part, n *names, j int, nowMs, holdMs int64) 
 	had := len(dst)
 	changed := false
 	var takenOver uint64
+	reserved := false
 	buf := append(l.buf[:0], "v1\n"...)
 	oi, ai := 0, 0
 	for oi < len(outs) || ai < len(acks) {
@@ -327,6 +331,7 @@ func (l *Leader) collectShard(dst []Part, n *names, j int, nowMs, holdMs int64) 
 				continue
 			}
 			buf = appendAckTail(append(buf, c.key...), c.gen, 0, l.idb, nowMs+holdMs)
+			reserved = true
 			dst = l.handOut(dst, n, j, c, c.n)
 			continue
 		}
@@ -344,6 +349,7 @@ func (l *Leader) collectShard(dst []Part, n *names, j int, nowMs, holdMs int64) 
 		if string(holder) != l.id || a.untilMs < nowMs+holdMs/2 {
 			buf = a.appendReserved(buf, l.idb, nowMs+holdMs)
 			changed = true
+			reserved = true
 		} else {
 			buf = a.appendLine(buf)
 		}
@@ -366,8 +372,66 @@ func (l *Leader) collectShard(dst []Part, n *names, j int, nowMs, holdMs int64) 
 		}
 	}
 	l.takenOver += takenOver
+	if reserved {
+		if l.reservedIn == nil {
+			l.reservedIn = map[string]string{}
+		}
+		if _, ok := l.reservedIn[n.ackKey(j)]; !ok {
+			l.reservedIn[n.ackKey(j)] = n.id
+		}
+	}
 	return dst, nil
 }
+
+// Unreserve gives up this holder's reservations of what it has not in
+// flight, so that the next holder sends those counts at once rather than
+// once the reservations run out (and does not count them as taken over:
+// TestUnreserve). A holder that let the lease go calls it at each tick of
+// its shutdown; the parts it has in flight stay reserved until it settles
+// them. What cannot be written now is tried at the next call.
+func (l *Leader) Unreserve() error {
+	var errs []error
+	for key, worker := range l.reservedIn {
+		kept := false
+		err := update(l.s, key, nil, func(v []byte) ([]byte, bool, error) {
+			acks, err := parseAckLines(l.acks, v)
+			l.acks = acks
+			if err != nil {
+				return nil, false, nil // unreadable: a holder replaces it
+			}
+			kept = false
+			changed := false
+			buf := append(l.buf[:0], "v1\n"...)
+			for i := range acks {
+				a := &acks[i]
+				if string(a.holder()) != l.id {
+					buf = a.appendLine(buf)
+					continue
+				}
+				if l.inflight[partID{worker, string(a.key()), a.gen}] > 0 {
+					kept = true
+					buf = a.appendLine(buf)
+					continue
+				}
+				buf = a.appendReserved(buf, noHolder, 0)
+				changed = true
+			}
+			l.buf = buf
+			return buf, changed, nil
+		})
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if !kept {
+			delete(l.reservedIn, key)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// noHolder is an ack line's holder field when nobody reserved it.
+var noHolder = []byte("-")
 
 // TakenOver returns the requests this Leader has handed out from another
 // holder's reservation that ran out: that holder's VM died (or stalled past

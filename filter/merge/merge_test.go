@@ -676,3 +676,38 @@ func TestPublishRacesEmptying(t *testing.T) {
 		t.Fatalf("handed out %d after the race, want the 3 not yet delivered", n)
 	}
 }
+
+// TestUnreserve: a holder that lets the lease go gives up its reservations of
+// what it has not in flight: the next holder sends those at once, not after
+// the reservations run out, and counts nothing as taken over; what it has in
+// flight stays reserved.
+func TestUnreserve(t *testing.T) {
+	s := newStore()
+	w := merge.NewWorker(s, "w", 1, 10, 1000)
+	w.Add("k.ns", 4)
+	w.Add("m.ns", 6)
+	if err := w.Publish(0, 10_000, 1); err != nil {
+		t.Fatal(err)
+	}
+	const holdMs = 10_000
+	a := merge.NewLeader(s, "a")
+	avail, err := a.Collect(0, 1, 10_000, 100_000, holdMs)
+	if err != nil || len(avail) != 2 {
+		t.Fatalf("Collect = %v, %v", avail, err)
+	}
+	a.Sent(1, avail["k.ns"]) // in flight; m.ns was handed out but not sent
+	if err := a.Unreserve(); err != nil {
+		t.Fatal(err)
+	}
+	b := merge.NewLeader(s, "b")
+	avail, err = b.Collect(0, 1, 10_001, 100_000, holdMs) // well within a's reservations
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(avail["m.ns"]) != 1 || avail["m.ns"][0].N != 6 || len(avail["k.ns"]) != 0 {
+		t.Fatalf("after Unreserve: %v; want m.ns's 6 and not k.ns (in flight)", avail)
+	}
+	if b.TakenOver() != 0 {
+		t.Fatalf("TakenOver = %d, want 0: nothing was taken from a live reservation", b.TakenOver())
+	}
+}
