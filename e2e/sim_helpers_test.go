@@ -816,6 +816,18 @@ func (s *sim) check() {
 			}
 		}
 	}
+	// One wake-up per key for the Envoy: with wake_after's default (30s,
+	// the whole run), each key's first request wakes it once, whichever
+	// worker sees it, the restarted VM included (the claims are in shared
+	// data).
+	if s.cfg.Aggregate == "envoy" && s.cfg.WakeAfter == "" {
+		wakes := s.h.Counter("reqcount.flush.wakeups_sent")
+		t.Logf("seed %d: %d wake-ups for %d keys", s.cfg.Seed, wakes, len(s.sent))
+		if wakes > uint64(len(s.sent)) || wakes == 0 {
+			bad = true
+			fmt.Fprintf(&perVM, "  %d wake-ups for %d keys: want one per key at most, and some\n", wakes, len(s.sent))
+		}
+	}
 	// The steady state speaks with one voice: from two intervals after the
 	// collector healed (what failed before has gone out again) to the end of
 	// the traffic, two messages for a key come at least half an interval
