@@ -96,6 +96,26 @@ const (
 	DefaultClusterDomain    = "cluster.local"
 	DefaultMaxKeys          = 10000
 
+	// DefaultHoldProbePath and DefaultHoldProbeInterval: the readiness check of
+	// a cluster with held requests, HEAD <path> at most every interval.
+	DefaultHoldProbePath     = "/"
+	DefaultHoldProbeInterval = 250 * time.Millisecond
+	// DefaultHoldTimeout is how long a request is held at most: well below
+	// Envoy's stream_idle_timeout (5 min, which also bounds a held stream)
+	// and the 60 s idle timeout of common load balancers in front of a
+	// gateway, and above a typical cold start (a pod scheduled, pulled and
+	// ready: seconds to tens of seconds). The README's Hold section says more.
+	DefaultHoldTimeout = 30 * time.Second
+	// DefaultHoldMax is how many requests a worker holds at once at most: a
+	// held request costs the filter well under 256 bytes, and Envoy its
+	// buffered headers (and body, bounded by flow control); 1 000 per worker
+	// covers a cold burst on a busy gateway while keeping both small.
+	DefaultHoldMax = 1000
+	// MaxHoldMax bounds hold_max.
+	MaxHoldMax = 100000
+	// MinHoldProbeInterval bounds hold_probe_interval from below.
+	MinHoldProbeInterval = 10 * time.Millisecond
+
 	// DefaultMemoSize bounds the authority memo when memo_size is not set: 4 spellings
 	// per key, at most 4096.
 	DefaultMemoSize = 4096
@@ -158,6 +178,21 @@ type Config struct {
 	// IgnorePaths and IgnoreUserAgents are prefixes of :path and user-agent whose
 	// requests are not counted (probes, scrapes). Empty: those headers are not read.
 	IgnorePaths, IgnoreUserAgents []string
+	// Hold lists the keys whose requests are held while this worker does not
+	// know their destination to be ready (a wake-up, a readiness check pending
+	// or failed, a response without a healthy host), until a check of the
+	// routed cluster answers from the service, HoldTimeout passes, or the
+	// client resets. Empty (the default): nothing is ever held. Checked once
+	// per key.
+	Hold []Pattern
+	// HoldProbePath is the path of the readiness check (HEAD), made at most
+	// every HoldProbeInterval per cluster while something is held for it.
+	HoldProbePath     string
+	HoldProbeInterval time.Duration
+	// HoldTimeout is how long a request is held at most; HoldMax how many a
+	// worker holds at once (beyond it a request passes).
+	HoldTimeout time.Duration
+	HoldMax     int
 	// Aggregate is worker or envoy: see Aggregate.
 	Aggregate Aggregate
 	// MemoSize bounds the authority memo (authorities remembered with their entry).
@@ -227,6 +262,12 @@ type document struct {
 	IgnoreUserAgents []string
 	MemoSize         *int64
 	Aggregate        *string
+
+	Hold              []string
+	HoldProbePath     *string
+	HoldProbeInterval *string
+	HoldTimeout       *string
+	HoldMax           *int64
 }
 
 // fields are the configuration's fields, spelled exactly, in the order the
@@ -257,6 +298,11 @@ var fields = [...]struct {
 	{"ignore_user_agents", func(d *document) any { return &d.IgnoreUserAgents }},
 	{"memo_size", func(d *document) any { return &d.MemoSize }},
 	{"aggregate", func(d *document) any { return &d.Aggregate }},
+	{"hold", func(d *document) any { return &d.Hold }},
+	{"hold_probe_path", func(d *document) any { return &d.HoldProbePath }},
+	{"hold_probe_interval", func(d *document) any { return &d.HoldProbeInterval }},
+	{"hold_timeout", func(d *document) any { return &d.HoldTimeout }},
+	{"hold_max", func(d *document) any { return &d.HoldMax }},
 }
 
 // Parse reads a JSON configuration document, applies defaults and validates every
@@ -612,8 +658,46 @@ func (d *document) validate() (Config, error) {
 	if c.IgnoreUserAgents, err = prefixes("ignore_user_agents", d.IgnoreUserAgents, false); err != nil {
 		return Config{}, err
 	}
+	if err := c.parseHold(d); err != nil {
+		return Config{}, err
+	}
 	return c, nil
 }
+
+// parseHold reads the hold fields.
+func (c *Config) parseHold(d *document) error {
+	var err error
+	if c.Hold, err = patterns("hold", d.Hold); err != nil {
+		return err
+	}
+	c.HoldProbePath = str(d.HoldProbePath, DefaultHoldProbePath)
+	if !strings.HasPrefix(c.HoldProbePath, "/") || !printable(c.HoldProbePath) {
+		return fieldErr("hold_probe_path", "%q must start with '/' and be visible ASCII", c.HoldProbePath)
+	}
+	if c.HoldProbeInterval, err = millis("hold_probe_interval", d.HoldProbeInterval, DefaultHoldProbeInterval); err != nil {
+		return err
+	}
+	if c.HoldProbeInterval < MinHoldProbeInterval {
+		return fieldErr("hold_probe_interval", "%v is shorter than %v: the checks would load the service", c.HoldProbeInterval, MinHoldProbeInterval)
+	}
+	if c.HoldTimeout, err = millis("hold_timeout", d.HoldTimeout, DefaultHoldTimeout); err != nil {
+		return err
+	}
+	if c.HoldTimeout > 5*time.Minute {
+		return fieldErr("hold_timeout", "%v is longer than Envoy's default stream_idle_timeout (5m), which would reset the held stream first", c.HoldTimeout)
+	}
+	c.HoldMax = DefaultHoldMax
+	if d.HoldMax != nil {
+		if *d.HoldMax < 1 || *d.HoldMax > MaxHoldMax {
+			return fieldErr("hold_max", "%d is out of range: must be from 1 to %d", *d.HoldMax, MaxHoldMax)
+		}
+		c.HoldMax = int(*d.HoldMax)
+	}
+	return nil
+}
+
+// Holds reports whether requests of the key (svc, ns) may be held.
+func (c Config) Holds(svc, ns string) bool { return MatchAny(c.Hold, svc, ns) }
 
 // wakeAfter parses wake_after: like millis, but "0s" is allowed and turns wake-ups off.
 func wakeAfter(p *string) (time.Duration, error) {

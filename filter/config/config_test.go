@@ -76,8 +76,18 @@ func TestAccepted(t *testing.T) {
 					Path: "/count?x=1", Mode: config.ModeBatch, FlushInterval: 250 * time.Millisecond, Timeout: time.Minute,
 					KeySource: config.KeySourceHeader, ServiceHeader: "x-svc", NamespaceHeader: "x-ns",
 					DefaultNamespace: "apps", ClusterDomain: "corp.example", MaxKeys: 5, MemoSize: 20,
-					WakeAfter: config.DefaultWakeAfter, Aggregate: config.AggregateEnvoy})
+					WakeAfter: config.DefaultWakeAfter, Aggregate: config.AggregateEnvoy,
+					HoldProbePath: config.DefaultHoldProbePath, HoldProbeInterval: config.DefaultHoldProbeInterval,
+					HoldTimeout: config.DefaultHoldTimeout, HoldMax: config.DefaultHoldMax})
 			}},
+		{"hold fields", `{"cluster":"c","hold":["web.shop","*.ml"],"hold_probe_path":"/ready","hold_probe_interval":"100ms","hold_timeout":"45s","hold_max":50}`,
+			func(c config.Config) bool {
+				return reflect.DeepEqual(c.Hold, []config.Pattern{{Service: "web", Namespace: "shop"}, {Service: "*", Namespace: "ml"}}) &&
+					c.HoldProbePath == "/ready" && c.HoldProbeInterval == 100*time.Millisecond && c.HoldTimeout == 45*time.Second &&
+					c.HoldMax == 50 && c.Holds("api", "ml") && !c.Holds("api", "shop")
+			}},
+		{"hold defaults: nothing held", `{"cluster":"c"}`,
+			func(c config.Config) bool { return len(c.Hold) == 0 && !c.Holds("web", "shop") && c.HoldTimeout == 30*time.Second }},
 		{"wake_after 0s turns wake-ups off", `{"cluster":"c","wake_after":"0s"}`, func(c config.Config) bool { return c.WakeAfter == 0 }},
 		{"wake_after 0 (no unit) turns wake-ups off", `{"cluster":"c","wake_after":"0"}`, func(c config.Config) bool { return c.WakeAfter == 0 }},
 		{"wake_after 5m", `{"cluster":"c","wake_after":"5m"}`, func(c config.Config) bool { return c.WakeAfter == 5*time.Minute }},
@@ -279,6 +289,13 @@ func TestRefused(t *testing.T) {
 		{"cluster_domain over 253", `{` + c + `,"cluster_domain":"` + strings.TrimSuffix(strings.Repeat("abcdefg.", 32), ".") + `x"}`, "cluster_domain"},
 
 		{"max_keys 0", `{` + c + `,"max_keys":0}`, "max_keys"},
+		{"hold pattern not a key", `{` + c + `,"hold":["web"]}`, "hold"},
+		{"hold_probe_path without slash", `{` + c + `,"hold_probe_path":"ready"}`, "hold_probe_path"},
+		{"hold_probe_interval too short", `{` + c + `,"hold_probe_interval":"1ms"}`, "hold_probe_interval"},
+		{"hold_timeout beyond stream_idle_timeout", `{` + c + `,"hold_timeout":"10m"}`, "hold_timeout"},
+		{"hold_timeout not a duration", `{` + c + `,"hold_timeout":"soon"}`, "hold_timeout"},
+		{"hold_max 0", `{` + c + `,"hold_max":0}`, "hold_max"},
+		{"hold_max huge", `{` + c + `,"hold_max":1000000}`, "hold_max"},
 		{"max_keys -1", `{` + c + `,"max_keys":-1}`, "max_keys"},
 		{"max_keys too large", fmt.Sprintf(`{`+c+`,"max_keys":%d}`, config.MaxMaxKeys+1), "max_keys"},
 		{"max_keys huge", `{` + c + `,"max_keys":9223372036854775807}`, "max_keys"},

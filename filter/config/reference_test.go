@@ -34,6 +34,12 @@ type jsonDocument struct {
 	IgnoreUserAgents []string `json:"ignore_user_agents"`
 	MemoSize         *int64   `json:"memo_size"`
 	Aggregate        *string  `json:"aggregate"`
+
+	Hold              []string `json:"hold"`
+	HoldProbePath     *string  `json:"hold_probe_path"`
+	HoldProbeInterval *string  `json:"hold_probe_interval"`
+	HoldTimeout       *string  `json:"hold_timeout"`
+	HoldMax           *int64   `json:"hold_max"`
 }
 
 // referenceParse is Parse as it was with encoding/json.
@@ -65,6 +71,7 @@ var referenceFieldNames = map[string]bool{
 	"key_source": true, "service_header": true, "namespace_header": true, "service": true, "namespace": true,
 	"default_namespace": true, "cluster_domain": true, "max_keys": true, "wake_after": true, "include": true,
 	"exclude": true, "ignore_paths": true, "ignore_user_agents": true, "memo_size": true, "aggregate": true,
+	"hold": true, "hold_probe_path": true, "hold_probe_interval": true, "hold_timeout": true, "hold_max": true,
 }
 
 // referenceCheckFieldNames refuses an unknown field, a field whose name is not
@@ -86,7 +93,8 @@ func referenceCheckFieldNames(data []byte) error {
 		if !referenceFieldNames[name] {
 			return fieldErr(name, "unknown field (known: cluster, authority, path, mode, flush_interval, timeout, key_source, "+
 				"service_header, namespace_header, service, namespace, default_namespace, cluster_domain, max_keys, "+
-				"wake_after, include, exclude, ignore_paths, ignore_user_agents, memo_size, aggregate)")
+				"wake_after, include, exclude, ignore_paths, ignore_user_agents, memo_size, aggregate, hold, hold_probe_path, "+
+				"hold_probe_interval, hold_timeout, hold_max)")
 		}
 		if seen[name] {
 			return fieldErr(name, "given more than once")
