@@ -16,6 +16,15 @@ func (p *pluginContext) OnTick() {
 	if !p.started {
 		return
 	}
+	if p.hold != nil {
+		// With hold the timer runs faster than the flush (holdSubticks):
+		// the hold's part on every tick, the flush on every subticks-th.
+		p.holdTick()
+		if p.hold.sub++; p.hold.sub < p.hold.subticks {
+			return
+		}
+		p.hold.sub = 0
+	}
 	if p.draining {
 		if p.finished {
 			return
@@ -247,6 +256,7 @@ func (p *pluginContext) OnPluginDone() bool {
 		return true
 	}
 	p.draining = true
+	p.releaseHeld() // held requests go first: Envoy routes them as it would have
 	p.drainBy = p.flusher.Now() + drainTicks(p.cfg)
 	p.flusher.MeterAll()
 	p.pushMetrics()

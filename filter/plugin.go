@@ -10,7 +10,9 @@ import (
 
 	"github.com/reqcount/reqcount/filter/config"
 	"github.com/reqcount/reqcount/filter/flush"
+	"github.com/reqcount/reqcount/filter/hold"
 	"github.com/reqcount/reqcount/filter/key"
+	"github.com/reqcount/reqcount/filter/streamhook"
 	"github.com/reqcount/reqcount/filter/table"
 )
 
@@ -79,6 +81,12 @@ type pluginContext struct {
 	agg *aggregator
 	// logged is the flusher's stats at the last failure log (logFailedCalls).
 	logged flush.Stats
+
+	// holder and hold are the held requests and their checks (hold.go), nil
+	// without hold; pause tells the request callback to hold its stream.
+	holder *hold.Holder
+	hold   *holdSide
+	pause  bool
 }
 
 // OnPluginStart reads and validates the configuration. A refused configuration
@@ -98,8 +106,8 @@ func (p *pluginContext) OnPluginStart(int) types.OnPluginStartStatus {
 		proxywasm.LogErrorf("reqcount: cannot define metrics: %v", err)
 		return types.OnPluginStartStatusFailed
 	}
-	if err := proxywasm.SetTickPeriodMilliSeconds(uint32(cfg.TickPeriod() / time.Millisecond)); err != nil {
-		proxywasm.LogErrorf("reqcount: cannot set the tick period to %v: %v", cfg.TickPeriod(), err)
+	if err := proxywasm.SetTickPeriodMilliSeconds(uint32(tickPeriod(cfg) / time.Millisecond)); err != nil {
+		proxywasm.LogErrorf("reqcount: cannot set the tick period to %v: %v", tickPeriod(cfg), err)
 		return types.OnPluginStartStatusFailed
 	}
 	p.start(cfg)
@@ -151,6 +159,7 @@ func (p *pluginContext) start(cfg config.Config) {
 		p.agg = newAggregator(p, cfg)
 	}
 	p.series = newSeries(cfg.MaxKeys)
+	p.startHold(cfg)
 	p.now = p.flusher.Now() + 1
 	p.started = true
 }
@@ -182,12 +191,33 @@ func abandonAfter(cfg config.Config) uint64 {
 }
 
 // NewHttpContext hands every stream the same context: see pluginContext.stream.
-func (p *pluginContext) NewHttpContext(uint32) types.HttpContext {
+// The filter's build of the SDK does not call it (SharedHttpContext); the
+// SDK's native test host does, and with hold each stream then gets a wrapper
+// that tells the shared context its id (streamhook), as the build's glue does.
+func (p *pluginContext) NewHttpContext(id uint32) types.HttpContext {
 	if !p.started {
 		return nil // Envoy does not create streams for a plugin that failed to start
 	}
+	if p.holder != nil {
+		return &idStream{p: p, id: id}
+	}
 	return &p.stream
 }
+
+// idStream is a stream of the SDK's native host with hold set: it passes
+// the stream's id to the shared context, and its end to streamhook.
+type idStream struct {
+	types.DefaultHttpContext
+	p  *pluginContext
+	id uint32
+}
+
+func (s *idStream) OnHttpRequestHeaders(n int, eos bool) types.Action {
+	streamhook.Current = s.id
+	return s.p.stream.OnHttpRequestHeaders(n, eos)
+}
+
+func (s *idStream) OnHttpStreamDone() { streamhook.Ended(s.id) }
 
 // SharedHttpContext tells the filter's build of the SDK (filter/_sdkabi,
 // streams_wasip1.go) that every stream uses the same context and keeps no state

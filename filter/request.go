@@ -43,8 +43,10 @@ type tallies struct {
 	uncounted    [key.NumReasons]uint64
 }
 
-// OnHttpRequestHeaders is the hot path: request → key → counter. It never stops or
-// changes the request. A wake-up, if the key wakes, is dispatched last.
+// OnHttpRequestHeaders is the hot path: request → key → counter. It never
+// changes the request, and stops it only to hold it (a key of hold whose
+// destination this worker does not know to be ready: hold.go). A wake-up, if
+// the key wakes, is dispatched last.
 func (h *httpContext) OnHttpRequestHeaders(int, bool) types.Action {
 	p := h.plugin
 	if !p.started {
@@ -71,6 +73,10 @@ func (h *httpContext) OnHttpRequestHeaders(int, bool) types.Action {
 	default:
 		authority, _ := getRequestHeader(":authority")
 		p.countAuthority(authority)
+	}
+	if p.pause {
+		p.pause = false
+		return types.ActionPause // held (hold.go)
 	}
 	return types.ActionContinue
 }
@@ -182,6 +188,8 @@ func (p *pluginContext) countKey(k []byte) (table.Ref, bool) {
 	}
 	if added {
 		e.Excluded = !p.counts(k)
+		e.Hold = p.holdState(k, e.Excluded)
+		e.Slow = e.Excluded || e.Hold == holdNotReady
 		if p.agg != nil {
 			e.Group = int32(merge.ShardOf(e.Key, p.agg.slices))
 		}
@@ -208,10 +216,10 @@ func (p *pluginContext) countRef(ref table.Ref) bool {
 }
 
 // bump counts one request into e if e was counted since the last tick already
-// (so it is not excluded and does not wake): the common case. It returns false,
-// counting nothing, otherwise.
+// (so it is not excluded, does not wake, and is not to be held): the common
+// case. It returns false, counting nothing, otherwise.
 func (p *pluginContext) bump(e *table.Entry) bool {
-	if e.Last != p.now || e.Excluded {
+	if e.Last != p.now || e.Slow {
 		return false
 	}
 	e.Pending++
@@ -235,6 +243,11 @@ func (p *pluginContext) countEntry(ref table.Ref, e *table.Entry) bool {
 	e.Unmetered++
 	e.Last = p.now
 	p.tallies.counted++
+	if e.Hold != holdNone {
+		// Before the wake-up, which makes the root the effective context:
+		// the hold reads the stream's properties.
+		p.holdOrWatch(ref, e, wake)
+	}
 	if wake {
 		p.wake(ref)
 	}

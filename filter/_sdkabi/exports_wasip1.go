@@ -6,7 +6,11 @@
 
 package internal
 
-import "runtime"
+import (
+	"runtime"
+
+	"github.com/reqcount/reqcount/filter/streamhook"
+)
 
 // The callbacks the request-count filter needs, exported in every build
 // (including -tags proxywasm_lean). Each is a thin wrapper over the SDK's own
@@ -215,6 +219,7 @@ func exportOnRequestHeaders(contextID, numHeaders, endOfStream uint32) uint32 {
 	s := startCallback()
 	var a uint32
 	if c, ok := sharedStream(contextID); ok {
+		streamhook.Current = contextID
 		a = uint32(c.OnHttpRequestHeaders(int(numHeaders), endOfStream != 0))
 	} else {
 		a = uint32(proxyOnRequestHeaders(contextID, int(numHeaders), endOfStream != 0))
@@ -242,6 +247,15 @@ func exportOnHttpCallResponse(pluginContextID, calloutID, numHeaders, bodySize, 
 //go:wasmexport proxy_on_done
 func exportOnDone(contextID uint32) bool {
 	if _, ok := streamRoots.Get(contextID); ok {
+		if streamhook.Watched.Len() > 0 {
+			// A stream the plugin watches (it held it, or may need to see
+			// its response): its end runs plugin code.
+			if _, watched := streamhook.Watched.Get(contextID); watched {
+				s := startCallback()
+				streamhook.Ended(contextID)
+				endCallback(s)
+			}
+		}
 		return true // a shared stream: done at once, as the SDK answers for any stream
 	}
 	s := startCallback()

@@ -87,7 +87,9 @@ func TestAccepted(t *testing.T) {
 					c.HoldMax == 50 && c.Holds("api", "ml") && !c.Holds("api", "shop")
 			}},
 		{"hold defaults: nothing held", `{"cluster":"c"}`,
-			func(c config.Config) bool { return len(c.Hold) == 0 && !c.Holds("web", "shop") && c.HoldTimeout == 30*time.Second }},
+			func(c config.Config) bool {
+				return len(c.Hold) == 0 && !c.Holds("web", "shop") && c.HoldTimeout == 30*time.Second
+			}},
 		{"wake_after 0s turns wake-ups off", `{"cluster":"c","wake_after":"0s"}`, func(c config.Config) bool { return c.WakeAfter == 0 }},
 		{"wake_after 0 (no unit) turns wake-ups off", `{"cluster":"c","wake_after":"0"}`, func(c config.Config) bool { return c.WakeAfter == 0 }},
 		{"wake_after 5m", `{"cluster":"c","wake_after":"5m"}`, func(c config.Config) bool { return c.WakeAfter == 5*time.Minute }},

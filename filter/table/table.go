@@ -35,6 +35,11 @@ type Entry struct {
 	Excluded bool
 	// SeriesDefined marks Series as set.
 	SeriesDefined bool
+	// Hold is the caller's hold state of the key (package main: none, not
+	// known ready, ready), and Slow marks an entry whose requests must take
+	// the caller's slow path (Excluded, or held): one flag for the hot path.
+	Hold uint8
+	Slow bool
 }
 
 // Service returns the service part of the key.
@@ -53,6 +58,12 @@ type Ref struct {
 	slot Slot
 	gen  uint32
 }
+
+// Parts returns r's slot and generation, to carry r in a number.
+func (r Ref) Parts() (Slot, uint32) { return r.slot, r.gen }
+
+// RefOf is the Ref of Parts.
+func RefOf(slot Slot, gen uint32) Ref { return Ref{slot: slot, gen: gen} }
 
 // Table is a bounded set of entries. The zero value is not useful: use New.
 type Table struct {
