@@ -37,6 +37,9 @@ const (
 	flagUpstreamConnectionFailure = 0x20
 )
 
+// xdsClusterName is the property path of the request's routed cluster.
+var xdsClusterName = []string{"xds", "cluster_name"}
+
 // holdState is the hold state a new key starts in.
 func (p *pluginContext) holdState(k []byte, excluded bool) uint8 {
 	if p.holder == nil || excluded {
@@ -142,9 +145,14 @@ func (p *pluginContext) holdOrWatch(ref table.Ref, e *table.Entry, wake bool) {
 	if e.Hold != holdNotReady || p.draining {
 		return
 	}
-	cluster, err := proxywasm.GetProperty([]string{"cluster_name"})
+	// The route's cluster (for weighted clusters the one picked for this
+	// request; for cluster_header the header's). Envoy 1.33 removed the old
+	// top-level "cluster_name" attribute: it is "xds.cluster_name" there
+	// (changelogs/1.33.0, PR #36619). NotFound: no route, or a direct
+	// response; nothing to wait for.
+	cluster, err := proxywasm.GetProperty(xdsClusterName)
 	if err != nil || len(cluster) == 0 {
-		return // no route: Envoy answers it itself; nothing to wait for
+		return
 	}
 	name := string(cluster)
 	now := nowMs()
@@ -181,12 +189,16 @@ func (p *pluginContext) probeDue(now int64) {
 		id := h.nextID
 		h.hdrs[2][1] = h.auth[c]
 		ans := h.calls.get(id)
+		p.holder.ProbeSent(c, now)
 		if _, err := proxywasm.DispatchHttpCall(c, h.hdrs, nil, nil, uint32(p.cfg.Timeout.Milliseconds()), ans.fn); err != nil {
+			// Envoy refuses a call to a cluster with no healthy host at once
+			// (InternalFailure, no answer ever comes): not yet; checked again
+			// after the interval.
 			h.calls.put(ans)
-			continue // tried again at the next tick
+			p.holder.ProbeDone(c, false, now)
+			continue
 		}
 		h.probing[id] = c
-		p.holder.ProbeSent(c, now)
 	}
 }
 

@@ -32,7 +32,7 @@ func newHoldHost(t *testing.T, extra string) *holdHost {
 	log.SetOutput(io.Discard)
 	conf := `{"cluster":"operator","flush_interval":"1s","hold":["web.shop"],"hold_probe_interval":"200ms","hold_timeout":"3s"` + extra + `}`
 	host, reset := proxytest.NewHostEmulator(proxytest.NewEmulatorOption().WithVMContext(&vmContext{}).
-		WithPluginConfiguration([]byte(conf)).WithProperty([]string{"cluster_name"}, []byte(holdCluster)))
+		WithPluginConfiguration([]byte(conf)).WithProperty([]string{"xds", "cluster_name"}, []byte(holdCluster)))
 	t.Cleanup(func() { reset(); sharedDataStore, nowMs = prevStore, prevNow; log.SetOutput(os.Stderr) })
 	if host.StartVM() != types.OnVMStartStatusOK || host.StartPlugin() != types.OnPluginStartStatusOK {
 		t.Fatalf("start failed: %v", host.GetErrorLogs())
