@@ -40,7 +40,7 @@ func TestQuickRun(t *testing.T) {
 	// from the program's own lists, so a row that goes missing or changes
 	// name fails here.
 	variants := []string{"noop", "authority-floor", "filter authority", "filter header", "filter authority, 8 hosts", "filter static",
-		"filter authority, include 20", "filter authority, ignore rules"}
+		"filter authority, include 20", "filter authority, ignore rules", "filter authority, hold other keys"}
 	filters := variants[2:]
 	var rows []string
 	for _, measure := range []string{"ns/request", "guest entries/request", "host calls/request", "linear memory at VM start",
@@ -65,6 +65,7 @@ func TestQuickRun(t *testing.T) {
 		"ratio ns/request | filter static / noop",
 		"ratio ns/request | filter authority, include 20 / authority-floor",
 		"ratio ns/request | filter authority, ignore rules / authority-floor",
+		"ratio ns/request | filter authority, hold other keys / authority-floor",
 		"native hot path | key_source authority",
 		"native hot path | key_source authority parsed",
 		"native hot path | key_source header",
@@ -80,6 +81,7 @@ func TestQuickRun(t *testing.T) {
 		"GC cycles, poll_oneoff calls per hour of ticks | filter static",
 		"GC cycles, poll_oneoff calls per hour of ticks | filter authority, include 20",
 		"GC cycles, poll_oneoff calls per hour of ticks | filter authority, ignore rules",
+		"GC cycles, poll_oneoff calls per hour of ticks | filter authority, hold other keys",
 		"module size | noop.wasm",
 		"module size | authorityfloor.wasm",
 		"module size | filter.wasm (as `make build` ships it)",
@@ -133,6 +135,7 @@ func TestQuickRun(t *testing.T) {
 		"filter authority with a 20-pattern include ≤ 1.10 × authority-floor",
 		"filter authority with ignore_paths and ignore_user_agents ≤ 1.35 × authority-floor",
 		"filter authority with neither include nor ignore rules reads one header per request",
+		"filter authority with hold set for other keys ≤ filter authority + 0.10",
 		"filter authority ≤ 1.00 × authority-floor", "linear memory after 20k ≤ the noop floor's + 1 MiB",
 		"guest GC cycles per million requests once warm ≤ 1", "longest tick at 1k keys, single mode, aggregate envoy, ≤ 10.000 ms",
 		"calls to the host's poll_oneoff = 0", "10k keys turning over: calls to the host's poll_oneoff = 0",

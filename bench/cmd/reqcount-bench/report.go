@@ -59,6 +59,7 @@ const (
 	targetLongestTick = 10 * time.Millisecond // guest time of one proxy_on_tick at 10 000 keys
 	targetInclude     = 1.10                  // filter authority with a 20-pattern include / authority-floor
 	targetIgnore      = 1.35                  // filter authority with both ignore lists / authority-floor
+	targetHoldNoise   = 0.10                  // filter authority with hold set for other keys: at most this much over filter authority (ratios to the floor)
 
 	// Issue 9.
 	targetAuthorityStrict = 1.0     // filter authority / authority-floor, ns per request
@@ -252,6 +253,9 @@ func (r *results) markdown() report {
 	target(ri.Median <= targetInclude, "filter authority with a 20-pattern include ≤ %.2f × authority-floor: %.3f (per-round %.3f–%.3f)", targetInclude, ri.Median, ri.Min, ri.Max)
 	rg := ratio("filter authority, ignore rules / authority-floor")
 	target(rg.Median <= targetIgnore, "filter authority with ignore_paths and ignore_user_agents ≤ %.2f × authority-floor: %.3f (per-round %.3f–%.3f)", targetIgnore, rg.Median, rg.Min, rg.Max)
+	rk := ratio("filter authority, hold other keys / authority-floor")
+	target(rk.Median <= ra.Median+targetHoldNoise, "filter authority with hold set for other keys ≤ filter authority + %.2f × authority-floor (unchanged within noise): %.3f vs %.3f",
+		targetHoldNoise, rk.Median, ra.Median)
 	fa := w.variant("filter authority")
 	calls, entries, wantEntries := fa.proxyCallsPerRequest(), fa.perRequest(fa.guestEntries), float64(fa.mod.EntriesPerRequest()+1)
 	target(calls == 1 && math.Abs(entries-wantEntries) < 0.005,

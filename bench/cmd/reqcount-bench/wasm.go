@@ -127,6 +127,10 @@ var variantSpecs = []variantSpec{
 		config: `{"cluster":"operator","key_source":"static","service":"web","namespace":"shop"}`},
 	{name: "filter authority, include 20", module: "filter", filter: true, config: includeConfig()},
 	{name: "filter authority, ignore rules", module: "filter", filter: true, config: ignoreConfig},
+	// hold set, for keys the bench does not send: the hot path of every other
+	// key must cost what it costs without hold (issue 15).
+	{name: "filter authority, hold other keys", module: "filter", filter: true,
+		config: `{"cluster":"operator","key_source":"authority","hold":["*.cold","web.other"]}`},
 }
 
 // variant is a variantSpec running on its own long-lived host: one worker,
@@ -497,6 +501,7 @@ var ratioSpecs = []struct{ name, num, den string }{
 	{"filter static / noop", "filter static", "noop"},
 	{"filter authority, include 20 / authority-floor", "filter authority, include 20", "authority-floor"},
 	{"filter authority, ignore rules / authority-floor", "filter authority, ignore rules", "authority-floor"},
+	{"filter authority, hold other keys / authority-floor", "filter authority, hold other keys", "authority-floor"},
 }
 
 func (r *wasmResults) variant(name string) *variant {
