@@ -193,14 +193,20 @@ func (h *Holder) ProbeDone(clusterName string, ready bool, nowMs int64) []Reques
 		return h.out
 	}
 	h.stats.ProbesReady++
+	h.releaseQueue(c, nowMs, &h.stats.Resumed)
+	return h.out
+}
+
+// releaseQueue lets every request held for c go, oldest first, into h.out,
+// counting them in n.
+func (h *Holder) releaseQueue(c *cluster, nowMs int64, n *uint64) {
 	for i, slot := range c.queue {
 		if r := h.reqs[slot]; r.id != 0 && r.id == c.ids[i] {
 			h.out = append(h.out, h.release(slot, nowMs))
-			h.stats.Resumed++
+			*n++
 		}
 	}
 	c.queue, c.ids = c.queue[:0], c.ids[:0]
-	return h.out
 }
 
 // Expired returns the requests held for Timeout at nowMs, oldest first per
@@ -233,13 +239,7 @@ func (h *Holder) Expired(nowMs int64) []Request {
 func (h *Holder) ReleaseAll(nowMs int64) []Request {
 	h.out = h.out[:0]
 	for _, c := range h.clusters {
-		for i, slot := range c.queue {
-			if r := h.reqs[slot]; r.id != 0 && r.id == c.ids[i] {
-				h.out = append(h.out, h.release(slot, nowMs))
-				h.stats.Released++
-			}
-		}
-		c.queue, c.ids = c.queue[:0], c.ids[:0]
+		h.releaseQueue(c, nowMs, &h.stats.Released)
 	}
 	return h.out
 }
