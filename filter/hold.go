@@ -104,6 +104,11 @@ type holdSide struct {
 	hdrs [][2]string
 	// lastNow is the held_now gauge's last value from this worker.
 	lastNow int64
+	// ticks counts the timer's ticks, periodMs is their period: the hold's
+	// clock (holdNow), in ticks as the rest of the filter's, with no clock
+	// read per request; a check's interval and the timeout keep their time
+	// within a tick.
+	ticks, periodMs int64
 }
 
 // startHold builds the hold side when the configuration has hold.
@@ -112,13 +117,17 @@ func (p *pluginContext) startHold(cfg config.Config) {
 		return
 	}
 	p.holder = hold.New(hold.Options{Max: cfg.HoldMax, TimeoutMs: cfg.HoldTimeout.Milliseconds(), ProbeEveryMs: cfg.HoldProbeInterval.Milliseconds()})
-	h := &holdSide{probing: map[uint64]string{}, auth: map[string]string{}, refs: map[uint32]table.Ref{}, subticks: holdSubticks(cfg)}
+	h := &holdSide{probing: map[uint64]string{}, auth: map[string]string{}, refs: map[uint32]table.Ref{},
+		subticks: holdSubticks(cfg), periodMs: max(tickPeriod(cfg).Milliseconds(), 1)}
 	h.calls.settle = p.onProbe
 	h.m.define()
 	h.hdrs = [][2]string{{":method", "HEAD"}, {":path", cfg.HoldProbePath}, {":authority", ""}}
 	p.hold = h
 	streamhook.Done = p.streamEnded
 }
+
+// holdNow is the hold's clock: the timer's ticks so far, in milliseconds.
+func (p *pluginContext) holdNow() int64 { return p.hold.ticks * p.hold.periodMs }
 
 // tickPeriod is the period of the plugin's timer.
 func tickPeriod(cfg config.Config) time.Duration {
@@ -155,7 +164,7 @@ func (p *pluginContext) holdOrWatch(ref table.Ref, e *table.Entry, wake bool) {
 		return
 	}
 	name := string(cluster)
-	now := nowMs()
+	now := p.holdNow()
 	if !p.holder.Hold(id, packRef(ref), name, now) {
 		return // hold_max held: it passes
 	}
@@ -219,7 +228,7 @@ func (p *pluginContext) onProbe(id uint64, numHeaders int) {
 			ready = st != 0 && st != 503 && st != 504
 		}
 	}
-	p.letGo(p.holder.ProbeDone(c, ready, nowMs()), true)
+	p.letGo(p.holder.ProbeDone(c, ready, p.holdNow()), true)
 }
 
 // letGo resumes held requests, oldest first; ready marks their keys ready.
@@ -244,7 +253,8 @@ func (p *pluginContext) letGo(reqs []hold.Request, ready bool) {
 // holdTick is the hold's part of every timer tick: requests held for
 // hold_timeout go, then the checks due are sent.
 func (p *pluginContext) holdTick() {
-	now := nowMs()
+	p.hold.ticks++
+	now := p.holdNow()
 	p.letGo(p.holder.Expired(now), false)
 	p.probeDue(now)
 	p.pushHoldMetrics()
@@ -274,7 +284,7 @@ func (p *pluginContext) streamEnded(id uint32) {
 // releaseHeld lets every held request go (shutdown).
 func (p *pluginContext) releaseHeld() {
 	if p.holder != nil {
-		p.letGo(p.holder.ReleaseAll(nowMs()), false)
+		p.letGo(p.holder.ReleaseAll(p.holdNow()), false)
 		p.pushHoldMetrics()
 	}
 }

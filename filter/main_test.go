@@ -144,3 +144,39 @@ func (h *nativeHost) Logs(level string) []string {
 // HeaderReads counts the plugin's request-header reads through its
 // getRequestHeader seam: proxytest does not record them.
 func (h *nativeHost) HeaderReads() (int, bool) { return h.headerReads, true }
+
+// Route sets the routed cluster of the requests (xds.cluster_name). proxytest
+// keeps one property set for every stream.
+func (h *nativeHost) Route(cluster string) {
+	if err := h.host.SetProperty([]string{"xds", "cluster_name"}, []byte(cluster)); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// Open starts a request; proxytest's stream stays as the plugin left it.
+func (h *nativeHost) Open(headers [][2]string, body []byte) filtertest.HoldStream {
+	id := h.host.InitializeHttpContext()
+	h.host.CallOnRequestHeaders(id, headers, len(body) == 0)
+	if len(body) > 0 {
+		h.host.CallOnRequestBody(id, body, true)
+	}
+	return &nativeStream{h: h, id: id}
+}
+
+// nativeStream is a request opened on proxytest.
+type nativeStream struct {
+	h  *nativeHost
+	id uint32
+}
+
+func (s *nativeStream) Held() bool {
+	return s.h.host.GetCurrentHttpStreamAction(s.id) == types.ActionPause
+}
+
+func (s *nativeStream) Reset() { s.h.host.CompleteHttpContext(s.id) }
+
+// UpstreamBody: proxytest routes nothing; the body the filter leaves alone
+// is the one proxytest holds for the stream.
+func (s *nativeStream) UpstreamBody() ([]byte, bool) {
+	return s.h.host.GetCurrentRequestBody(s.id), true
+}

@@ -188,6 +188,7 @@ func Scenarios() []Scenario {
 	out = append(out, flushScenarios()...)
 	out = append(out, deliveryScenarios()...)
 	out = append(out, intervalScenarios()...)
+	out = append(out, holdScenarios()...)
 	return out
 }
 
