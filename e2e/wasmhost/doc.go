@@ -13,7 +13,10 @@
 //		Clusters:     map[string]string{"operator": "127.0.0.1:8013"},
 //	})
 //	res, err := h.Worker(0).Request(ctx, wasmhost.Request{Headers: ...})
-//	err = h.Close(ctx)                                // proxy_on_done, proxy_on_delete
+//	st, err := h.Worker(0).Open(ctx, req)             // may be held (st.Paused())
+//	res, err = st.Wait(ctx)                           // or st.Reset(ctx)
+//	h.SetClusterHealthy("svc", false)                 // Request.Cluster "svc" → 503
+//	err = h.Close(ctx)                                // drain, resets, proxy_on_done, proxy_on_delete
 //
 // # What follows Envoy (proxy-wasm-cpp-host), and where it matters
 //
@@ -42,13 +45,70 @@
 //   - Callbacks are called only if exported (looked up once); the per-stream
 //     order is context_create, request_headers, response_headers, log, done,
 //     delete. Stats counts every guest entry, allocations included.
+//   - Streams (Worker.Open; Worker.Request is Open then Wait): many open at
+//     once per worker, each with its own context id and header maps. Pause
+//     (1) from proxy_on_request_headers holds the stream (ABI 0.2.x: cpp-host
+//     convertVmCallResultToFilterHeadersStatus makes it
+//     StopAllIterationAndWatermark): headers and body wait; the body is kept
+//     whole, as Envoy buffers it under flow control (watermarks stop reading
+//     from the client, nothing is refused or lost), and reaches the upstream
+//     intact once let go (Result.UpstreamBody). While held the stream's
+//     request headers stay readable and writable through its context.
+//     A client reset (Stream.Reset, the end of Request's ctx) ends a stream,
+//     held or not, with proxy_on_log, proxy_on_done, proxy_on_delete.
+//   - Resuming, as cpp-host src/exports.cc and Envoy's
+//     source/extensions/common/wasm/context.cc: proxy_set_effective_context
+//     accepts the root, 0, and any stream the VM still has (from its
+//     proxy_on_context_create until its proxy_on_delete returned; another
+//     worker's streams are unknown) and answers BadArgument otherwise,
+//     changing nothing; host calls then act on that context (a context that
+//     has gone falls back to the called one: contextOrEffectiveContext).
+//     proxy_continue_stream on the root context does nothing and answers Ok
+//     (no decoder callbacks), Upstream is Unimplemented; on a held stream
+//     Envoy defers continueDecoding() until the VM call returns
+//     (addAfterVmCallAction), and so does this host: the stream proceeds
+//     after the tick, call answer or callback that resumed it returns,
+//     streams in the order resumed. proxy_send_local_response and
+//     proxy_close_stream on a held stream are deferred the same way.
+//   - Routing (Request.Cluster, the route entry's cluster): property
+//     xds.cluster_name during the stream is that name if the cluster is
+//     known (the stream info's upstream cluster info, which the connection
+//     manager sets from the route before the filters run:
+//     ActiveStream::setRoute), NotFound without a route or for an unknown
+//     cluster. The top-level cluster_name is NotFound, as on every Envoy
+//     that runs upstream-Go modules (1.33 on: the wasm PROPERTY_TOKENS lost
+//     it; older Envoys answered the upstream host's cluster, else the route
+//     entry's). A cluster with no healthy host (Config.UnhealthyClusters,
+//     Host.SetClusterHealthy) gets the router's own reply
+//     (Router::Filter::sendNoHealthyUpstreamResponse): 503, body "no
+//     healthy upstream", details no_healthy_upstream, flag UH; a cluster not
+//     in Config.Clusters 503 cluster_not_found, flag NC. The module sees it
+//     in proxy_on_response_headers, with properties response.code,
+//     response.code_details and response.flags (an int64 of Envoy's legacy
+//     response flags, UH 0x2, NC 0x1000000; "via_upstream" and 0 for an
+//     upstream answer).
+//   - Shutdown with open streams (Close, Worker.Stop): the plugin's removal
+//     refuses new streams; open ones go on for Config.DrainTimeout (Envoy's
+//     listener drain), ticks and callouts still delivered, so the module
+//     can let held requests go; then the rest are reset, and only then does
+//     the root get proxy_on_done: every Envoy stream context holds the
+//     plugin handle (Context::plugin_handle_), and the root's onDone comes
+//     from ~PluginHandleBase (WasmBase::startShutdown). A module therefore
+//     never sees proxy_on_done(root) while it holds a stream: it must
+//     release held requests from ticks or answers. Worker.StopAsync and
+//     Worker.Kill do not drain (Kill ends streams without guest calls).
 //   - Host calls answer with Envoy's status codes: NotFound for a missing
 //     header (ABI 0.2.x), BadArgument for a map that does not exist in the
 //     current context, InvalidMemoryAccess for bad pointers, and so on.
 //     Copies into the guest use malloc exactly as cpp-host does (none for
 //     empty data).
 //   - proxy_http_call: BadArgument for an unknown cluster, a negative timeout
-//     (the u32 read as signed) or a missing :path/:method/:authority; the
+//     (the u32 read as signed) or a missing :path/:method/:authority;
+//     InternalFailure, with no answer ever, for a cluster with no healthy
+//     host: the async client's router replies 503 inline, so
+//     AsyncClientImpl::send returns nullptr and Context::httpCall fails
+//     (Envoy's WasmHttpFilterTest.AsyncCallBadCluster); no dispatcher,
+//     default or custom, sees such a call. Otherwise the
 //     answer arrives as proxy_on_http_call_response on the root context, with
 //     Envoy's local replies for failures (504 on timeout, 503 on connect
 //     failure or a close before headers) and zero headers for a reset after
@@ -75,10 +135,27 @@
 //
 //   - No configuration canary and no main-thread VM: Envoy starts the module
 //     once more than it has workers; this host starts exactly Workers.
-//   - Streams are synchronous: a request paused by proxy_on_request_headers
-//     (and not resumed within that callback) or answered locally is ended as
-//     a client reset would end it; body and trailer callbacks are not driven,
-//     and proxy_on_response_headers is not called for local replies.
+//   - Body and trailer callbacks are not driven (neither the filter nor the
+//     probe exports them); the body is only carried to the upstream.
+//     proxy_on_response_headers is not called for the module's own local
+//     replies (Envoy runs them through the encoder filters); it is for the
+//     router's 503s.
+//   - A stream runs to its end at once when it proceeds: the upstream
+//     answers with Request.ResponseHeaders at once, and log, done and delete
+//     follow in the same step (Envoy's upstream answers later, and its
+//     stream destruction is deferred). No route or stream timeouts (Envoy's
+//     route timeout starts when the filter lets the request go; while held,
+//     stream_idle_timeout applies): the caller resets. Any return of
+//     proxy_on_request_headers but Continue holds the stream (Envoy lets
+//     ContinueAndEndStream go). Envoy forgets the request headers once a
+//     stream continues (Context::continueStream, decodeHeaders); this host
+//     keeps them readable.
+//   - Request.Cluster "" (the default) is no route: the upstream answers as
+//     before routing existed, where Envoy would answer 404 route_not_found.
+//     Clusters have no hosts: one is healthy or not (SetClusterHealthy).
+//   - response.code is readable from proxy_on_response_headers on, for the
+//     upstream's answers too (Envoy sets it for local replies before
+//     encoding; for upstream answers this host has not checked when).
 //   - WASI comes from wazero (no preopened directories, so file calls fail
 //     with EBADF where Envoy often answers ENOTSUP), except fd_write (Envoy's
 //     logging), proc_exit (a crash here; Envoy logs and returns, which
@@ -88,6 +165,9 @@
 //   - gRPC calls and proxy_set_buffer_bytes answer Unimplemented and log a
 //     warning; no foreign functions exist (NotFound).
 //   - Properties: only plugin_root_id, plugin_name, plugin_vm_id,
+//     xds.cluster_name and response.code, response.code_details,
+//     response.flags (streams, see above; a reset leaves DC, 0x4000, and
+//     downstream_remote_disconnect),
 //     Config.Properties and what the module set itself.
 //   - Envoy's stats prefix custom metrics with "wasmcustom."; here they keep
 //     the module's names (Host.Metrics). Package e2e/admin serves them under

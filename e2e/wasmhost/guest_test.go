@@ -230,9 +230,11 @@ func TestGuestStopsIteration(t *testing.T) {
 		want   Result
 	}{
 		{
-			name:   "pause",
+			// A held stream waits (Request would block until it is
+			// resumed): the client resets it, and it ends as before.
+			name:   "pause, then a client reset",
 			config: "pause=1",
-			want:   Result{RequestAction: ActionPause},
+			want:   Result{RequestAction: ActionPause, Paused: true, Reset: true},
 		},
 		{
 			name:   "local reply",
@@ -245,7 +247,27 @@ func TestGuestStopsIteration(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHost(t, "guest", Config{PluginConfig: []byte(tt.config), ManualTicks: true})
-			res := mustRequest(t, h.Worker(0), getAuthority)
+			var res Result
+			if tt.want.Paused {
+				st, err := h.Worker(0).Open(context.Background(), getAuthority)
+				if err != nil {
+					t.Fatalf("Open: %v", err)
+				}
+				if !st.Paused() {
+					t.Fatalf("stream %d not held", st.ID())
+				}
+				if err := st.Reset(context.Background()); err != nil {
+					t.Fatalf("Reset: %v", err)
+				}
+				if res, err = st.Wait(context.Background()); err != nil {
+					t.Fatalf("Wait: %v", err)
+				}
+			} else {
+				res = mustRequest(t, h.Worker(0), getAuthority)
+			}
+			if res.Paused != tt.want.Paused || res.Reset != tt.want.Reset {
+				t.Errorf("result paused=%v reset=%v, want %v %v", res.Paused, res.Reset, tt.want.Paused, tt.want.Reset)
+			}
 			if res.RequestAction != tt.want.RequestAction || res.ResponseCalled || !reflect.DeepEqual(res.LocalReply, tt.want.LocalReply) {
 				t.Errorf("result = %+v (local reply %+v), want %+v (local reply %+v)", res, res.LocalReply, tt.want, tt.want.LocalReply)
 			}

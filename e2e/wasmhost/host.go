@@ -69,6 +69,23 @@ type Config struct {
 	// expires). Default nil.
 	Dispatch func(c Callout, reply func(Response))
 
+	// UnhealthyClusters are clusters of Clusters that start with no healthy
+	// host (Host.SetClusterHealthy changes that later). A request routed to
+	// one (Request.Cluster) gets Envoy's router reply, 503 "no healthy
+	// upstream"; a proxy_http_call to one fails with InternalFailure, as in
+	// Envoy (see proxy_http_call in the package doc). Default none: every
+	// cluster starts healthy.
+	UnhealthyClusters []string
+
+	// DrainTimeout is how long Close and Worker.Stop let open streams (held
+	// ones included) go on after the plugin is removed, as Envoy's listener
+	// drain does (--drain-time-s, 600 s by default, before it closes the
+	// connections): ticks and callouts are still delivered, so the module
+	// can let its held requests go. Streams still open then are reset, and
+	// only after them does the root get proxy_on_done. Default 0: reset at
+	// once.
+	DrainTimeout time.Duration
+
 	// Walltime, when set, is the modules' wall clock (WASI realtime, Go's
 	// time.Now in the guest), e.g. a simulated time that follows manual ticks.
 	// Default nil: the host's clock.
@@ -145,6 +162,34 @@ type Host struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	// healthMu guards unhealthy: clusters with no healthy host.
+	healthMu  sync.RWMutex
+	unhealthy map[string]bool
+}
+
+// SetClusterHealthy marks cluster name as having healthy hosts or none, as
+// health checking or EDS would in Envoy. It applies to streams routed from
+// then on (a held stream is routed when let go) and to later
+// proxy_http_calls. A name missing from Config.Clusters stays unknown.
+func (h *Host) SetClusterHealthy(name string, healthy bool) {
+	h.healthMu.Lock()
+	defer h.healthMu.Unlock()
+	if healthy {
+		delete(h.unhealthy, name)
+	} else {
+		h.unhealthy[name] = true
+	}
+}
+
+// ClusterHealthy reports whether cluster name has a healthy host (unknown
+// clusters count as healthy: they fail for another reason).
+func (h *Host) ClusterHealthy(name string) bool { return h.clusterHealthy(name) }
+
+func (h *Host) clusterHealthy(name string) bool {
+	h.healthMu.RLock()
+	defer h.healthMu.RUnlock()
+	return !h.unhealthy[name]
 }
 
 // Errors returned by Host and Worker methods.
@@ -173,7 +218,10 @@ func New(ctx context.Context, mod *Module, cfg Config) (*Host, error) {
 	if cfg.MaxLogLines <= 0 {
 		cfg.MaxLogLines = 100000
 	}
-	h := &Host{mod: mod, cfg: cfg}
+	h := &Host{mod: mod, cfg: cfg, unhealthy: map[string]bool{}}
+	for _, c := range cfg.UnhealthyClusters {
+		h.unhealthy[c] = true
+	}
 	h.logs.init(cfg.MaxLogLines, cfg.LogOutput)
 	h.shared.init()
 	h.queues.init()
@@ -451,8 +499,13 @@ type Stats struct {
 	// env functions ("proxy_log"), "module.name" for WASI ones
 	// ("wasi_snapshot_preview1.fd_write").
 	HostCalls map[string]uint64
-	// Requests counts HTTP streams driven through the module.
+	// Requests counts HTTP streams driven through the module that have
+	// ended (however: answered, reset, or with their VM), so that for each
+	// stream callback GuestCalls[cb] - Requests is what the root got, even
+	// while streams are held.
 	Requests uint64
+	// Streams counts streams by state.
+	Streams StreamStats
 	// Crashes lists the traps that killed workers' VMs.
 	Crashes []error
 	// DroppedLogs counts log lines not kept because of Config.MaxLogLines
@@ -469,6 +522,17 @@ type Stats struct {
 	// (empty otherwise); the allocator's own entries are not listed, their
 	// time is in the callback that needed the memory.
 	GuestTime, GuestMax map[string]time.Duration
+}
+
+// StreamStats counts HTTP streams.
+type StreamStats struct {
+	// Open and Paused are gauges: streams open now, and those of them held.
+	Open, Paused int64
+	// Opened counts streams created (Stats.Requests plus Open), PausedTotal
+	// those held at proxy_on_request_headers, Resumed those the module let
+	// go with proxy_continue_stream from another callback, Reset those ended
+	// by a client reset (Stream.Reset, Request's context, host shutdown).
+	Opened, PausedTotal, Resumed, Reset uint64
 }
 
 // PollCalls counts calls to the host's poll_oneoff by phase.
@@ -498,6 +562,12 @@ func (s *Stats) add(o Stats) {
 	s.PollOneoff.AtStart += o.PollOneoff.AtStart
 	s.PollOneoff.AfterStart += o.PollOneoff.AfterStart
 	s.Requests += o.Requests
+	s.Streams.Open += o.Streams.Open
+	s.Streams.Paused += o.Streams.Paused
+	s.Streams.Opened += o.Streams.Opened
+	s.Streams.PausedTotal += o.Streams.PausedTotal
+	s.Streams.Resumed += o.Streams.Resumed
+	s.Streams.Reset += o.Streams.Reset
 	s.Crashes = append(s.Crashes, o.Crashes...)
 }
 

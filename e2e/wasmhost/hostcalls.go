@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -102,10 +103,11 @@ func (w *Worker) writePtrSize(ptr, size uint32, ptrPtr, sizePtr uint64) Status {
 }
 
 // contextID is the context host calls act on: the effective context if the
-// module set one during this callback, else the one called.
+// module set one during this callback and it still exists, else the one
+// called (cpp-host contextOrEffectiveContext).
 func (w *Worker) contextID() uint32 {
-	if w.effective != 0 {
-		return w.effective
+	if e := w.effective; e != 0 && (e == rootID || w.streams[e] != nil) {
+		return e
 	}
 	return w.current
 }
@@ -219,6 +221,11 @@ func (w *Worker) property(key string) ([]byte, bool) {
 	if v, ok := w.h.cfg.Properties[key]; ok {
 		return v, true
 	}
+	if s := w.streamContext(); s != nil {
+		if v, ok := s.property(key, w.h.cfg.Clusters); ok {
+			return v, true
+		}
+	}
 	switch key {
 	case "plugin_root_id":
 		return []byte(w.h.cfg.RootID), true
@@ -226,6 +233,46 @@ func (w *Worker) property(key string) ([]byte, bool) {
 		return []byte(w.h.cfg.PluginName), true
 	case "plugin_vm_id":
 		return []byte(w.h.cfg.VMID), true
+	}
+	return nil, false
+}
+
+// property answers the stream properties this host models, as Envoy's wasm
+// Context::findValue and the CEL StreamActivation do (serializeValue:
+// strings as bytes, int64 as 8 little-endian bytes):
+//   - xds.cluster_name: the stream info's upstream cluster info, which the
+//     connection manager sets from the route (ActiveStream::setRoute /
+//     refreshCachedRoute: the route entry's cluster, if the cluster manager
+//     knows it) before any filter runs, so a held stream has it; NotFound
+//     without a route or for an unknown cluster. The top-level
+//     "cluster_name" of older Envoys (upstream host's cluster, else the route
+//     entry's) is gone from the wasm tokens since Envoy 1.33 (PROPERTY_TOKENS
+//     is plugin_name, plugin_root_id, plugin_vm_id, connection_id), which is
+//     the oldest Envoy that runs modules built by upstream Go: NotFound here,
+//     unless Config.Properties sets it.
+//   - response.code and response.code_details once set (the response is
+//     known: from proxy_on_response_headers on, or after a reset for the
+//     details); response.flags always (Envoy's ResponseWrapper returns
+//     legacyResponseFlags(), 0 when none is set).
+func (s *stream) property(key string, clusters map[string]string) ([]byte, bool) {
+	switch key {
+	case "xds.cluster_name":
+		if _, known := clusters[s.r.Cluster]; known && s.r.Cluster != "" {
+			return []byte(s.r.Cluster), true
+		}
+	case "response.code":
+		if s.respReady {
+			if v, ok := s.resp.get([]byte(":status")); ok {
+				code, _ := strconv.ParseInt(v, 10, 64)
+				return binary.LittleEndian.AppendUint64(nil, uint64(code)), true
+			}
+		}
+	case "response.code_details":
+		if s.res.ResponseCodeDetails != "" {
+			return []byte(s.res.ResponseCodeDetails), true
+		}
+	case "response.flags":
+		return binary.LittleEndian.AppendUint64(nil, s.res.ResponseFlags), true
 	}
 	return nil, false
 }
@@ -258,12 +305,10 @@ func proxySetProperty(w *Worker, _ api.Module, stack []uint64) {
 	status(stack, StatusOK)
 }
 
-// streamContext returns the active stream if the current context is it.
+// streamContext returns the stream the current (or effective) context is,
+// nil for the root context.
 func (w *Worker) streamContext() *stream {
-	if w.inStream && w.contextID() == w.stream.id {
-		return &w.stream
-	}
-	return nil
+	return w.streams[w.contextID()]
 }
 
 // proxy_send_local_response(status, details, details_size, body, body_size,
@@ -288,6 +333,10 @@ func proxySendLocalResponse(w *Worker, _ api.Module, stack []uint64) {
 		Body:     append([]byte(nil), body...),
 		Headers:  pairs,
 		GrpcCode: int32(u32(stack[7])),
+	}
+	if s.paused {
+		// Envoy sends it after the VM call returns (addAfterVmCallAction).
+		w.deferStream(s)
 	}
 	status(stack, StatusOK)
 }
@@ -686,10 +735,17 @@ func proxyGetMetric(w *Worker, _ api.Module, stack []uint64) {
 	status(stack, w.putU64(u32(stack[1]), uint64(m.value.Load())))
 }
 
-// proxy_set_effective_context(id): the root or the active stream.
+// proxy_set_effective_context(id), as cpp-host's set_effective_context: any
+// context the VM still has (WasmBase::getContext: the root, and every stream
+// from proxy_on_context_create until proxy_on_delete has returned, held ones
+// included) becomes the one later host calls in this callback act on; an id
+// the VM does not know (a stream already deleted, or never made) is
+// BadArgument and changes nothing. Id 0 is the VM context, which makes the
+// called context current again. Streams belong to the worker that created
+// them: another worker's ids are unknown here.
 func proxySetEffectiveContext(w *Worker, _ api.Module, stack []uint64) {
 	id := u32(stack[0])
-	if id != rootID && !(w.inStream && id == w.stream.id) {
+	if id != 0 && id != rootID && w.streams[id] == nil {
 		status(stack, StatusBadArgument)
 		return
 	}
@@ -722,12 +778,26 @@ func proxyGetConfiguration(w *Worker, _ api.Module, stack []uint64) {
 	status(stack, w.copyOut(w.h.cfg.PluginConfig, stack[0], stack[1]))
 }
 
+// continueStream is Envoy's Context::continueStream on the current or
+// effective context (cpp-host continue_stream uses
+// contextOrEffectiveContext): Upstream is Unimplemented; on the root context,
+// which has no decoder callbacks, Request and Response do nothing and answer
+// Ok; on a stream, continueDecoding() is deferred until the VM call returns
+// (addAfterVmCallAction), so a held stream resumes after the callback that
+// resumed it (runDeferred), and one resumed inside its own
+// proxy_on_request_headers proceeds when that returns.
 func (w *Worker) continueStream(t int) Status {
+	if t == 3 { // WasmStreamType::Upstream
+		return StatusUnimplemented
+	}
 	s := w.streamContext()
-	if s == nil {
-		return StatusBadArgument
+	if s == nil || s.ended {
+		return StatusOK
 	}
 	s.continued[t] = true
+	if t == streamRequest && s.paused {
+		w.deferStream(s)
+	}
 	return StatusOK
 }
 
@@ -750,6 +820,10 @@ func proxyCloseStream(w *Worker, _ api.Module, stack []uint64) {
 		return
 	}
 	s.closed[t] = true
+	if s.paused && (t == streamRequest || t == streamResponse) {
+		// Envoy resets the stream after the VM call (addAfterVmCallAction).
+		w.deferStream(s)
+	}
 	status(stack, StatusOK)
 }
 

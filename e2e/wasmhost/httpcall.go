@@ -150,6 +150,18 @@ func proxyHTTPCall(w *Worker, _ api.Module, stack []uint64) {
 	// Envoy's tokens for HTTP callouts are odd (gRPC ones are even).
 	token := w.nextToken
 	w.nextToken += 2
+	if !w.h.clusterHealthy(cluster) {
+		// No healthy host: the async client's router answers 503 "no
+		// healthy upstream" inline, inside AsyncClientImpl::send, which then
+		// returns nullptr (the request "immediately failed"); Context::httpCall
+		// erases the handler and returns InternalFailure, and the inline
+		// onSuccess, deferred by onHttpCallSuccess because a VM call is
+		// running, finds no handler: the module never gets an answer (Envoy
+		// test WasmHttpFilterTest.AsyncCallBadCluster). The token is used up;
+		// no dispatcher, default or custom, sees the call.
+		status(stack, StatusInternalFailure)
+		return
+	}
 	w.mem.WriteUint32Le(tokenPtr, token)
 
 	c := Callout{
@@ -214,9 +226,14 @@ func (w *Worker) deliver(token uint32, r Response) {
 	w.current = rootID
 	w.stack[0], w.stack[1], w.stack[2], w.stack[3], w.stack[4] =
 		rootID, uint64(token), uint64(len(w.callHeaders)), uint64(len(r.Body)), uint64(len(w.callTrailers))
+	// Streams resumed from the answer go on once it is cleared, as
+	// Envoy's after-VM-call actions run after onHttpCallSuccess's own.
+	w.holdDeferred = true
 	_, _ = w.call(cbHTTPCallResponse)
+	w.holdDeferred = false
 	w.callResp = nil
 	w.callStatus, w.callStatusMsg = 0, ""
+	w.runDeferred()
 }
 
 // send performs a callout over real HTTP/1.1 to addr and maps failures the

@@ -95,6 +95,11 @@ type Worker struct {
 	pollAtStart, pollAfterStart atomic.Uint64
 	requests                    atomic.Uint64
 	tickPeriod                  atomic.Int64 // time.Duration
+	// Stream counters (Stats.Streams): open and paused now, and totals.
+	openStreams, pausedStreams           atomic.Int64
+	opened, pausedTotal, resumed, resets atomic.Uint64
+	// draining: the plugin is being removed; Open refuses new streams.
+	draining atomic.Bool
 
 	// Mailbox. jobs are API calls; events are callout replies and queue
 	// notifications, which Requests also delivers between requests.
@@ -126,8 +131,17 @@ type Worker struct {
 	nextID    uint32
 	current   uint32 // context id of the callback running
 	effective uint32 // proxy_set_effective_context, reset per callback
-	stream    stream
-	inStream  bool
+	// streams are the open stream contexts by id (cpp-host
+	// WasmBase::contexts_); reuse is RequestsCycle's stream state.
+	streams map[uint32]*stream
+	reuse   stream
+	// deferred are held streams the module resumed, answered or closed
+	// during the guest call running; runDeferred acts once it returns.
+	// holdDeferred postpones that while the host still has call state to
+	// clear (proxy_on_http_call_response).
+	deferred     []*stream
+	inDeferred   bool
+	holdDeferred bool
 
 	ticker *time.Ticker
 	tickC  <-chan time.Time
@@ -185,6 +199,7 @@ func newWorker(ctx context.Context, h *Host, idx int, start uint64) (*Worker, er
 		nextToken: 1,
 		callouts:  map[uint32]*pendingCallout{},
 		props:     map[string][]byte{},
+		streams:   map[uint32]*stream{},
 	}
 	w.ctx = context.WithValue(context.Background(), workerKey{}, w)
 	for cb, name := range callbackNames {
@@ -224,6 +239,12 @@ func (w *Worker) loop() {
 		w.closed = true
 		w.jobs, w.events = nil, nil
 		w.mu.Unlock()
+		// Streams still open end with the VM, without guest calls.
+		err := ErrClosed
+		if w.crashed != nil {
+			err = w.crashed
+		}
+		w.failStreams(err)
 		if w.ticker != nil {
 			w.ticker.Stop()
 		}
@@ -338,9 +359,16 @@ func (w *Worker) call(cb int) (uint64, error) {
 	}
 	if err != nil {
 		w.crash(cb, err)
+		w.failStreams(w.crashed)
 		return 0, w.crashed
 	}
-	return w.stack[0], nil
+	r := w.stack[0]
+	// The VM call has returned: run what the module deferred (Envoy's
+	// after-VM-call actions), unless the caller still holds call state.
+	if len(w.deferred) > 0 && !w.holdDeferred {
+		w.runDeferred()
+	}
+	return r, nil
 }
 
 func (w *Worker) call0(cb int) error {
@@ -538,6 +566,10 @@ func (w *Worker) MemorySize() uint32 {
 func (w *Worker) Stats() Stats {
 	s := Stats{GuestCalls: map[string]uint64{}, HostCalls: map[string]uint64{}, Requests: w.requests.Load(),
 		GuestTime: map[string]time.Duration{}, GuestMax: map[string]time.Duration{}}
+	s.Streams = StreamStats{
+		Open: w.openStreams.Load(), Paused: w.pausedStreams.Load(), Opened: w.opened.Load(),
+		PausedTotal: w.pausedTotal.Load(), Resumed: w.resumed.Load(), Reset: w.resets.Load(),
+	}
 	for cb := range w.guestCalls {
 		if n := w.guestCalls[cb].Load(); n > 0 {
 			name := callbackNames[cb]
@@ -576,11 +608,39 @@ func (w *Worker) Crashed() error {
 // shutdown runs proxy_on_done(root) and waits for the deletion (see
 // Host.Close).
 func (w *Worker) shutdown(ctx context.Context) error {
+	w.drainStreams(ctx)
 	begun := make(chan error, 1)
 	if !w.post(func() { begun <- w.beginShutdown() }, false) {
 		return nil
 	}
 	return w.finishShutdown(ctx, begun)
+}
+
+// drainStreams is the listener drain that follows the plugin's removal:
+// new streams are refused, open ones (held ones included) go on, with
+// ticks and callouts still delivered, so the module can let them go; it
+// waits up to Config.DrainTimeout (or until ctx ends) for them to end.
+func (w *Worker) drainStreams(ctx context.Context) {
+	w.draining.Store(true)
+	d := w.h.cfg.DrainTimeout
+	if d <= 0 || w.openStreams.Load() == 0 {
+		return
+	}
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	poll := time.NewTicker(time.Millisecond)
+	defer poll.Stop()
+	for w.openStreams.Load() > 0 {
+		select {
+		case <-deadline.C:
+			return
+		case <-ctx.Done():
+			return
+		case <-w.stopped:
+			return
+		case <-poll.C:
+		}
+	}
 }
 
 // finishShutdown waits for the shutdown begun (proxy_on_done's result on
@@ -608,9 +668,21 @@ func (w *Worker) finishShutdown(ctx context.Context, begun <-chan error) error {
 }
 
 func (w *Worker) beginShutdown() error {
+	w.draining.Store(true)
 	if w.crashed != nil || w.deleted {
 		w.exit = true
 		return nil
+	}
+	// The listener's drain has ended: Envoy closes the connections, which
+	// resets the streams still open (held ones included): proxy_on_log,
+	// proxy_on_done, proxy_on_delete for each. Each stream holds the
+	// plugin's PluginHandle (Envoy Context::plugin_handle_), so the root's
+	// proxy_on_done (~PluginHandleBase → WasmBase::startShutdown) comes only
+	// after the last of them.
+	w.resetAll()
+	if w.crashed != nil {
+		w.exit = true
+		return w.crashed
 	}
 	done := true
 	if w.fns[cbDone] != nil {

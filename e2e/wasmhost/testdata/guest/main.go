@@ -11,7 +11,24 @@
 //	pairs=1            on request headers, log all request headers
 //	mutate=1           on request headers, add x-added, replace :path, remove x-drop
 //	read_response=1    on response headers, read :status and log it
-//	pause=1            return Pause from proxy_on_request_headers
+//	pause=1            return Pause from proxy_on_request_headers (the
+//	                   stream is then held, and remembered as such)
+//	resume_on_tick=1   on each tick, set the effective context to every
+//	                   held stream, oldest first, and continue it (logs
+//	                   "resume id=N set=S continue=C")
+//	resume_on_response=1 the same from proxy_on_http_call_response
+//	resume_gone=1      on each tick, try that on every deleted stream id
+//	                   (logs "resume_gone id=N set=S continue=C"), and on
+//	                   id resume_id=N if set
+//	local_on_tick=1    on each tick, answer every held stream with a local
+//	                   429 through its effective context (logs
+//	                   "local id=N set=S status=S")
+//	continue_root=1    on each tick, continue the root context itself
+//	                   (logs "continue_root status=S")
+//	read_cluster=1     on request and response headers, log properties
+//	                   xds.cluster_name and cluster_name; on response
+//	                   headers also response.code, response.code_details,
+//	                   response.flags
 //	local=1            answer 403 locally from proxy_on_request_headers
 //	shared=KEY         on request headers, increment KEY in shared data with CAS
 //	metrics=1          define metrics; count requests; check metric statuses
@@ -104,6 +121,12 @@ func proxyGetMetric(id uint32, value unsafe.Pointer) uint32
 //go:wasmimport env proxy_done
 func proxyDone() uint32
 
+//go:wasmimport env proxy_set_effective_context
+func proxySetEffectiveContext(id uint32) uint32
+
+//go:wasmimport env proxy_continue_stream
+func proxyContinueStream(t uint32) uint32
+
 //go:wasmimport env proxy_register_shared_queue
 func proxyRegisterSharedQueue(name unsafe.Pointer, nameSize uint32, token unsafe.Pointer) uint32
 
@@ -124,6 +147,10 @@ var (
 	pending  bool // proxy_on_done returned false
 
 	counter, gauge, histogram uint32
+
+	// held are the streams this module paused and has not resumed, oldest
+	// first; gone are the stream ids deleted so far.
+	held, gone []uint32
 )
 
 func init() {
@@ -313,10 +340,41 @@ func onRequestHeaders(id, n, eos uint32) uint32 {
 		return 1
 	}
 	logf(1, "request eos="+itoa(eos))
+	if cfg["read_cluster"] != "" {
+		v, st := property("xds\x00cluster_name")
+		_, old := property("cluster_name")
+		logf(2, "request xds.cluster_name="+v+" status="+itoa(st)+" cluster_name_status="+itoa(old))
+	}
 	if cfg["pause"] != "" {
+		held = append(held, id)
 		return 1
 	}
 	return 0
+}
+
+// resumeHeld continues every held stream, oldest first, from the root
+// context (a tick or a call's answer).
+func resumeHeld() {
+	ids := held
+	held = nil
+	for _, id := range ids {
+		set := proxySetEffectiveContext(id)
+		cont := proxyContinueStream(0)
+		logf(2, "resume id="+itoa(id)+" set="+itoa(set)+" continue="+itoa(cont))
+	}
+}
+
+// int64Property decodes an int64 property (8 little-endian bytes).
+func int64Property(path string) (string, uint32) {
+	v, st := property(path)
+	if st != 0 || len(v) != 8 {
+		return v, st
+	}
+	var n uint64
+	for i := 7; i >= 0; i-- {
+		n = n<<8 | uint64(v[i])
+	}
+	return strconv.FormatInt(int64(n), 10), st
 }
 
 // timer is the runtime timer timer_gc arms.
@@ -350,6 +408,14 @@ func onResponseHeaders(id, n, eos uint32) uint32 {
 		v, st := header(2, ":status")
 		logf(2, "response :status="+v+" status="+itoa(st)+" eos="+itoa(eos))
 	}
+	if cfg["read_cluster"] != "" {
+		cluster, st := property("xds\x00cluster_name")
+		code, cst := int64Property("response.code")
+		details, dst := property("response.code_details")
+		flags, fst := int64Property("response.flags")
+		logf(2, "response xds.cluster_name="+cluster+" status="+itoa(st)+" code="+code+"/"+itoa(cst)+
+			" details="+details+"/"+itoa(dst)+" flags="+flags+"/"+itoa(fst))
+	}
 	return 0
 }
 
@@ -370,6 +436,14 @@ func onDone(id uint32) uint32 {
 func onDelete(id uint32) {
 	if id == rootID {
 		logf(2, "root deleted")
+		return
+	}
+	gone = append(gone, id)
+	for i, h := range held {
+		if h == id {
+			held = append(held[:i:i], held[i+1:]...)
+			break
+		}
 	}
 }
 
@@ -389,6 +463,34 @@ func onQueueReady(root, token uint32) {
 //go:wasmexport proxy_on_tick
 func onTick(root uint32) {
 	logf(1, "tick")
+	if cfg["resume_gone"] != "" {
+		ids := gone
+		if v := cfg["resume_id"]; v != "" {
+			n, _ := strconv.ParseUint(v, 10, 32)
+			ids = append(ids[:len(ids):len(ids)], uint32(n))
+		}
+		for _, id := range ids {
+			set := proxySetEffectiveContext(id)
+			cont := proxyContinueStream(0)
+			logf(2, "resume_gone id="+itoa(id)+" set="+itoa(set)+" continue="+itoa(cont))
+		}
+	}
+	if cfg["continue_root"] != "" {
+		logf(2, "continue_root status="+itoa(proxyContinueStream(0)))
+	}
+	if cfg["local_on_tick"] != "" {
+		ids := held
+		held = nil
+		for _, id := range ids {
+			set := proxySetEffectiveContext(id)
+			body := "slow down"
+			st := proxySendLocalResponse(429, ptr("held_too_long"), 13, ptr(body), uint32(len(body)), nil, 0, -1)
+			logf(2, "local id="+itoa(id)+" set="+itoa(set)+" status="+itoa(st))
+		}
+	}
+	if cfg["resume_on_tick"] != "" {
+		resumeHeld()
+	}
 	if cfg["call"] != "" {
 		st := call()
 		logf(2, "call status="+itoa(st))
@@ -439,5 +541,8 @@ func onHTTPCallResponse(root, token, nHeaders, bodySize, nTrailers uint32) {
 		" body="+body+" call_status="+itoa(code)+"/"+bytesAt(p, n)+" pairs="+all)
 	if pending {
 		logf(2, "proxy_done status="+itoa(proxyDone()))
+	}
+	if cfg["resume_on_response"] != "" {
+		resumeHeld()
 	}
 }
