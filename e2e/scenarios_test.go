@@ -23,8 +23,12 @@ func TestScenarios(t *testing.T) {
 	filtertest.Run(t, func(t *testing.T) filtertest.Host { return &wasmDriver{t: t} })
 }
 
-// scenarioCluster is the cluster the scenarios configure.
-const scenarioCluster = "collector"
+// scenarioCluster is the cluster the scenarios configure; holdScenarioCluster
+// the one filtertest's hold scenarios route their requests to.
+const (
+	scenarioCluster     = "collector"
+	holdScenarioCluster = "outbound|80||web.shop.svc.cluster.local"
+)
 
 // wasmDriver adapts the wasm host to filtertest.Host.
 type wasmDriver struct {
@@ -42,6 +46,55 @@ type wasmDriver struct {
 	closed   chan struct{}
 	closeErr error
 	stopCtx  context.CancelFunc
+
+	// route is the cluster the requests Open starts are routed to.
+	route string
+}
+
+// Route sets the cluster of the requests opened from now on.
+func (d *wasmDriver) Route(cluster string) { d.route = cluster }
+
+// Open starts a request on the worker and returns once its request-headers
+// callback returned (held or not).
+func (d *wasmDriver) Open(headers [][2]string, body []byte) filtertest.HoldStream {
+	d.t.Helper()
+	st, err := d.worker().Open(boundedCtx(d.t), wasmhost.Request{Headers: headers, Body: body, Cluster: d.route})
+	if err != nil {
+		d.t.Fatalf("open %v: %v", headers, err)
+	}
+	return &wasmStream{d: d, st: st}
+}
+
+// wasmStream is a request opened on the wasm host.
+type wasmStream struct {
+	d  *wasmDriver
+	st *wasmhost.Stream
+}
+
+// Held reports whether the stream is paused, once the worker has run what
+// was posted to it (answers, resumes).
+func (s *wasmStream) Held() bool {
+	syncWorker(s.d.worker())
+	return s.st.Paused()
+}
+
+func (s *wasmStream) Reset() {
+	if err := s.st.Reset(boundedCtx(s.d.t)); err != nil {
+		s.d.t.Fatalf("reset stream %d: %v", s.st.ID(), err)
+	}
+	syncWorker(s.d.worker())
+}
+
+// UpstreamBody waits for the stream to end and returns what the upstream
+// received.
+func (s *wasmStream) UpstreamBody() ([]byte, bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	res, err := s.st.Wait(ctx)
+	if err != nil {
+		s.d.t.Fatalf("stream %d: %v", s.st.ID(), err)
+	}
+	return res.UpstreamBody, true
 }
 
 // heldCall is a callout the driver holds until Answer.
@@ -62,8 +115,9 @@ func (d *wasmDriver) Start(config string) error {
 	h, err := wasmhost.New(boundedCtx(d.t), filterModule(d.t), wasmhost.Config{
 		Workers:      1,
 		PluginConfig: []byte(config),
-		// The address is not used: dispatch below answers every call.
-		Clusters:    map[string]string{scenarioCluster: ""},
+		// The address is not used: dispatch below answers every call. The
+		// hold scenarios' requests route to (and check) the second.
+		Clusters:    map[string]string{scenarioCluster: "", holdScenarioCluster: ""},
 		Dispatch:    d.dispatch,
 		ManualTicks: true,
 		LogOutput:   &d.logs,

@@ -60,6 +60,10 @@ type Options struct {
 	Out io.Writer
 	// Path is the only path served. Default DefaultPath.
 	Path string
+	// OnMessage, if set, is called with every accepted message, after the
+	// request was answered, on the request's goroutine: what an operator does
+	// with it (make run's scale-up from zero). Default nil.
+	OnMessage func(messages.RequestCount)
 }
 
 // Key identifies a counted target: a Kubernetes service and its namespace.
@@ -101,6 +105,7 @@ type Collector struct {
 
 	outMu sync.Mutex // serialises lines written to out
 	out   io.Writer
+	onMsg func(messages.RequestCount)
 
 	mu       sync.Mutex
 	totals   map[Key]int
@@ -129,6 +134,7 @@ func New(opts Options) *Collector {
 		batch:   opts.Batch,
 		path:    path,
 		out:     opts.Out,
+		onMsg:   opts.OnMessage,
 		totals:  make(map[Key]int),
 		stats:   Stats{ByStatus: make(map[int]int)},
 		changed: make(chan struct{}),
@@ -481,6 +487,11 @@ func (c *Collector) finish(status int, res result) {
 		c.outMu.Lock()
 		_, _ = c.out.Write(line) // a broken Out must not fail the request
 		c.outMu.Unlock()
+	}
+	if c.onMsg != nil && status == http.StatusOK && !res.injected {
+		for _, m := range res.accepted {
+			c.onMsg(m)
+		}
 	}
 }
 
