@@ -98,6 +98,12 @@ func TestRunCommand(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET /: %s %s\nstderr:\n%s", resp.Status, body, stderr.String())
 	}
+	// web.shop starts cold (-cold's default): the request waited in the
+	// filter until the collector, as the operator, brought it up, and got
+	// the service's answer, not Envoy's 503.
+	if !bytes.Contains(body, []byte("web.shop was cold: held")) {
+		t.Fatalf("GET /: %q, want the answer of a held request\nstderr:\n%s", body, stderr.String())
+	}
 
 	// The flush (every second by default) prints what the collector accepted.
 	const want = `{"count":1,"svc":"web","namespace":"shop"}`

@@ -34,6 +34,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -42,10 +43,13 @@ import (
 	"github.com/reqcount/reqcount/e2e/collector"
 	"github.com/reqcount/reqcount/e2e/wasmhost"
 	"github.com/reqcount/reqcount/filter/config"
+	"github.com/reqcount/reqcount/filter/key"
+	"github.com/reqcount/reqcount/messages"
 )
 
-// DefaultConfig is the filter configuration used without -config.
-const DefaultConfig = `{"cluster":"collector","flush_interval":"1s"}`
+// DefaultConfig is the filter configuration used without -config: web.shop's
+// requests are held while it is cold (the -cold demo).
+const DefaultConfig = `{"cluster":"collector","flush_interval":"1s","hold":["web.shop"]}`
 
 func main() {
 	wasm := flag.String("wasm", "build/filter.wasm", "compiled filter module")
@@ -55,15 +59,20 @@ func main() {
 	logLevel := flag.String("log-level", "info", "lowest filter log level printed: trace, debug, info, warn, error")
 	adminAddr := flag.String("admin", "localhost:9901", "address of the admin listener (/stats, /stats/prometheus); empty: none")
 	bootstrap := flag.String("bootstrap", "envoy/envoy.yaml", "Envoy bootstrap whose stats_config (tag extraction) the admin applies")
+	cold := flag.String("cold", "web.shop", "comma-separated svc.ns services that start scaled to zero (their cluster has no healthy host); empty: none")
+	upAfter := flag.Duration("up-after", 2*time.Second, "how long after a cold service's first report the collector, acting as the operator, brings it up")
 	flag.Parse()
 	log.SetFlags(0)
 	log.SetPrefix("reqcount-run: ")
-	if err := run(*wasm, *listen, *cfgArg, *workers, *logLevel, *adminAddr, *bootstrap); err != nil {
+	if err := run(*wasm, *listen, *cfgArg, *workers, *logLevel, *adminAddr, *bootstrap, *cold, *upAfter); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(wasmPath, listen, cfgArg string, workers int, logLevel, adminAddr, bootstrap string) error {
+// serviceCluster is the cluster Envoy (Istio) would route svc.ns to.
+func serviceCluster(key string) string { return "outbound|80||" + key + ".svc.cluster.local" }
+
+func run(wasmPath, listen, cfgArg string, workers int, logLevel, adminAddr, bootstrap, coldList string, upAfter time.Duration) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -86,11 +95,52 @@ func run(wasmPath, listen, cfgArg string, workers int, logLevel, adminAddr, boot
 		}
 	}
 
-	coll := collector.New(collector.Options{Batch: cfg.Mode == config.ModeBatch, Out: os.Stdout, Path: cfg.Path})
+	// The cold services: each routed to a cluster of its own, with no healthy
+	// host until the operator (the collector) brings it up.
+	cold := map[string]string{} // svc.ns → cluster
+	for _, k := range strings.Split(coldList, ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			if pat, ok := config.ParsePattern(k); !ok || pat.Service == config.Any || pat.Namespace == config.Any {
+				return fmt.Errorf("-cold %q: want svc.ns (DNS-1123 labels)", k)
+			}
+			cold[k] = serviceCluster(k)
+		}
+	}
+	var hostp atomic.Pointer[wasmhost.Host]
+	var upOnce sync.Map
+	coll := collector.New(collector.Options{Batch: cfg.Mode == config.ModeBatch, Out: os.Stdout, Path: cfg.Path,
+		OnMessage: func(m messages.RequestCount) {
+			k := m.Svc + "." + m.Namespace
+			c, ok := cold[k]
+			if !ok {
+				return
+			}
+			if _, done := upOnce.LoadOrStore(k, true); done {
+				return
+			}
+			log.Printf("operator: %s woke up; scaling it up, ready in %v", k, upAfter)
+			time.AfterFunc(upAfter, func() {
+				if h := hostp.Load(); h != nil {
+					h.SetClusterHealthy(c, true)
+					log.Printf("operator: %s is up (its cluster has a healthy host)", k)
+				}
+			})
+		}})
 	if err := coll.Start("127.0.0.1:0"); err != nil {
 		return err
 	}
 	defer coll.Close()
+	backend, err := startBackend()
+	if err != nil {
+		return err
+	}
+	defer backend.Close()
+	clusters := map[string]string{cfg.Cluster: coll.Addr()}
+	var unhealthy []string
+	for _, c := range cold {
+		clusters[c] = backend.Addr().String()
+		unhealthy = append(unhealthy, c)
+	}
 
 	wasm, err := os.ReadFile(wasmPath)
 	if err != nil {
@@ -102,15 +152,17 @@ func run(wasmPath, listen, cfgArg string, workers int, logLevel, adminAddr, boot
 	}
 	defer mod.Close(context.Background())
 	host, err := wasmhost.New(ctx, mod, wasmhost.Config{
-		Workers:      workers,
-		PluginConfig: pluginConfig,
-		Clusters:     map[string]string{cfg.Cluster: coll.Addr()},
-		LogOutput:    os.Stderr,
-		LogLevel:     level,
+		Workers:           workers,
+		PluginConfig:      pluginConfig,
+		Clusters:          clusters,
+		UnhealthyClusters: unhealthy,
+		LogOutput:         os.Stderr,
+		LogLevel:          level,
 	})
 	if err != nil {
 		return err
 	}
+	hostp.Store(host)
 
 	// The admin first: once the proxy listener accepts, the admin does too.
 	errc := make(chan error, 2)
@@ -129,10 +181,14 @@ func run(wasmPath, listen, cfgArg string, workers int, logLevel, adminAddr, boot
 		host.Close(context.Background())
 		return err
 	}
-	srv := &http.Server{Handler: &proxy{host: host}, ReadHeaderTimeout: 10 * time.Second}
+	parser := key.NewParser(cfg.DefaultNamespace, cfg.ClusterDomain)
+	srv := &http.Server{Handler: &proxy{host: host, cold: cold, parser: parser}, ReadHeaderTimeout: 10 * time.Second}
 	log.Printf("listening on http://%s with %s (%d workers); flushes to cluster %q every %v go to the collector at %s",
 		ln.Addr(), wasmPath, workers, cfg.Cluster, cfg.FlushInterval, coll.URL())
 	log.Printf("try: curl -H 'Host: web.shop' http://%s/", ln.Addr())
+	for k := range cold {
+		log.Printf("%s starts scaled to zero: its first requests wait in the filter (hold) until the operator brings it up, %v after the wake-up", k, upAfter)
+	}
 
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -203,10 +259,38 @@ func parseLevel(s string) (wasmhost.LogLevel, error) {
 }
 
 // proxy passes each request through the filter on the next worker, round robin
-// (Envoy spreads connections over its workers), then answers it as the backend.
+// (Envoy spreads connections over its workers), then answers it as the backend
+// (or as Envoy does when a cold service has no healthy host).
 type proxy struct {
-	host *wasmhost.Host
-	next atomic.Uint32
+	host   *wasmhost.Host
+	cold   map[string]string // svc.ns → cluster, the services routed to clusters
+	parser key.Parser
+	mu     sync.Mutex // guards keyBuf
+	keyBuf [key.MaxLen]byte
+	next   atomic.Uint32
+}
+
+// cluster returns the cluster a request for authority routes to: a cold
+// service's, or none (the built-in backend answers).
+func (p *proxy) cluster(authority string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	k, reason := p.parser.AppendAuthority(p.keyBuf[:0], authority)
+	if reason != key.OK {
+		return ""
+	}
+	return p.cold[string(k)]
+}
+
+// startBackend serves the cold services' answers on loopback (their checks
+// reach it once they are up).
+func startBackend() (net.Listener, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	return ln, nil
 }
 
 func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -222,8 +306,20 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			headers = append(headers, [2]string{strings.ToLower(name), v})
 		}
 	}
-	if _, err := worker.Request(r.Context(), wasmhost.Request{Headers: headers}); err != nil {
+	body, _ := io.ReadAll(r.Body)
+	res, err := worker.Request(r.Context(), wasmhost.Request{Headers: headers, Body: body, Cluster: p.cluster(r.Host)})
+	if err != nil {
 		http.Error(w, "filter: "+err.Error(), http.StatusBadGateway)
+		return
+	}
+	if res.Status != 0 && res.Status != http.StatusOK {
+		// Envoy's own answer (no healthy upstream: the service is still down).
+		w.WriteHeader(res.Status)
+		io.WriteString(w, res.ResponseCodeDetails+"\n")
+		return
+	}
+	if res.HeldFor >= time.Millisecond {
+		fmt.Fprintf(w, "hello from the built-in backend (%s was cold: held %v)\n", r.Host, res.HeldFor.Round(time.Millisecond))
 		return
 	}
 	io.WriteString(w, "hello from the built-in backend\n")
