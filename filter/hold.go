@@ -96,8 +96,6 @@ type holdSide struct {
 	// auth is each cluster's probe :authority: the key of its first request
 	// held ("svc.ns", which the mesh routes by).
 	auth map[string]string
-	// refs are the table entries of the streams watched for their end.
-	refs map[uint32]table.Ref
 	// sub counts the timer's ticks within a flush tick (holdSubticks).
 	sub, subticks int
 	// hdrs are a probe's headers, reused.
@@ -117,13 +115,14 @@ func (p *pluginContext) startHold(cfg config.Config) {
 		return
 	}
 	p.holder = hold.New(hold.Options{Max: cfg.HoldMax, TimeoutMs: cfg.HoldTimeout.Milliseconds(), ProbeEveryMs: cfg.HoldProbeInterval.Milliseconds()})
-	h := &holdSide{probing: map[uint64]string{}, auth: map[string]string{}, refs: map[uint32]table.Ref{},
+	h := &holdSide{probing: map[uint64]string{}, auth: map[string]string{},
 		subticks: holdSubticks(cfg), periodMs: max(tickPeriod(cfg).Milliseconds(), 1)}
 	h.calls.settle = p.onProbe
 	h.m.define()
 	h.hdrs = [][2]string{{":method", "HEAD"}, {":path", cfg.HoldProbePath}, {":authority", ""}}
 	p.hold = h
 	streamhook.Done = p.streamEnded
+	streamhook.Watched.Reserve(min(cfg.HoldMax, 16384)) // as the holder: no tables outgrown in a burst
 }
 
 // holdNow is the hold's clock: the timer's ticks so far, in milliseconds.
@@ -147,9 +146,12 @@ func (p *pluginContext) holdOrWatch(ref table.Ref, e *table.Entry, wake bool) {
 		return
 	}
 	h := p.hold
-	if _, watched := h.refs[id]; !watched {
-		h.refs[id] = ref
-		streamhook.Watch(id)
+	if _, watched := streamhook.Watched.Get(id); !watched {
+		// The entry's slot (+1), which streamEnded checks is still a ready
+		// hold key: a slot reused meanwhile by a key not of hold is left
+		// alone, and one of hold is at worst checked once more.
+		slot, _ := ref.Parts()
+		streamhook.Watch(id, uint32(slot)+1)
 	}
 	if e.Hold != holdNotReady || p.draining {
 		return
@@ -163,13 +165,12 @@ func (p *pluginContext) holdOrWatch(ref table.Ref, e *table.Entry, wake bool) {
 	if err != nil || len(cluster) == 0 {
 		return
 	}
-	name := string(cluster)
 	now := p.holdNow()
-	if !p.holder.Hold(id, packRef(ref), name, now) {
+	if !p.holder.Hold(id, packRef(ref), cluster, now) {
 		return // hold_max held: it passes
 	}
-	if _, ok := h.auth[name]; !ok {
-		h.auth[name] = e.Key
+	if _, ok := h.auth[string(cluster)]; !ok {
+		h.auth[string(cluster)] = e.Key
 	}
 	p.pause = true
 	p.probeDue(now)
@@ -263,11 +264,8 @@ func (p *pluginContext) holdTick() {
 // streamEnded is streamhook's Done: a watched stream ended. A stream still
 // held had its client go away; one that passed tells, by its response flags,
 // whether Envoy found no healthy host for it.
-func (p *pluginContext) streamEnded(id uint32) {
-	h := p.hold
-	ref, ok := h.refs[id]
-	delete(h.refs, id)
-	if p.holder.Forget(id) || !ok {
+func (p *pluginContext) streamEnded(id, slot uint32) {
+	if p.holder.Forget(id) || slot == 0 {
 		return
 	}
 	v, err := proxywasm.GetProperty([]string{"response", "flags"})
@@ -275,7 +273,7 @@ func (p *pluginContext) streamEnded(id uint32) {
 		return
 	}
 	if flags := binary.LittleEndian.Uint64(v); flags&(flagNoHealthyUpstream|flagUpstreamConnectionFailure) != 0 {
-		if e := p.table.Get(ref); e != nil && e.Hold == holdReady {
+		if e := p.table.AtSlot(table.Slot(slot - 1)); e != nil && e.Hold == holdReady {
 			e.Hold, e.Slow = holdNotReady, true
 		}
 	}

@@ -16,8 +16,10 @@
 //     forgotten; at shutdown every request is let go.
 //
 // Nothing here allocates per request once its slices have grown, but a
-// cluster's first hold (its name).
+// cluster's first hold (its name); nothing holds a pointer per request.
 package hold
+
+import "github.com/reqcount/reqcount/filter/idmap"
 
 // Options configure a Holder.
 type Options struct {
@@ -78,44 +80,57 @@ type Holder struct {
 	opts     Options
 	reqs     []held // slots; id 0: free
 	free     []int32
-	byID     map[uint32]int32
+	byID     idmap.Map // id → slot+1
 	clusters []*cluster
 	byName   map[string]int32
 	stats    Stats
 	out      []Request // reused result of the calls that let requests go
 }
 
-// New returns a Holder.
+// presizeMax bounds what New sets aside up front: room for Max requests,
+// up to this many (about 40 bytes each).
+const presizeMax = 16384
+
+// New returns a Holder, with room for Max requests (up to presizeMax) made
+// at once: a burst of holds then makes no garbage of outgrown tables, which a
+// VM's memory would keep for good.
 func New(opts Options) *Holder {
 	opts.Max = max(opts.Max, 1)
-	return &Holder{opts: opts, byID: map[uint32]int32{}, byName: map[string]int32{}}
+	h := &Holder{opts: opts, byName: map[string]int32{}}
+	n := min(opts.Max, presizeMax)
+	h.reqs = make([]held, 0, n)
+	h.free = make([]int32, 0, n)
+	h.byID.Reserve(n)
+	return h
 }
 
 // Stats returns the running totals.
-func (h *Holder) Stats() Stats { s := h.stats; s.Now = len(h.byID); return s }
+func (h *Holder) Stats() Stats { s := h.stats; s.Now = h.byID.Len(); return s }
 
 // Holding reports whether request id is held.
-func (h *Holder) Holding(id uint32) bool { _, ok := h.byID[id]; return ok }
+func (h *Holder) Holding(id uint32) bool { _, ok := h.byID.Get(id); return ok }
 
-// Hold holds request id (tag is the caller's) for clusterName at nowMs. It
+// Hold holds request id (tag is the caller's) for clusterName (read only
+// during the call) at nowMs. It
 // returns false, holding nothing, when Max requests are held (or id is held
 // already).
-func (h *Holder) Hold(id uint32, tag uint64, clusterName string, nowMs int64) bool {
+func (h *Holder) Hold(id uint32, tag uint64, clusterName []byte, nowMs int64) bool {
 	if id == 0 {
 		return false
 	}
-	if _, dup := h.byID[id]; dup {
+	if _, dup := h.byID.Get(id); dup {
 		return false
 	}
-	if len(h.byID) >= h.opts.Max {
+	if h.byID.Len() >= h.opts.Max {
 		h.stats.OverBound++
 		return false
 	}
-	ci, ok := h.byName[clusterName]
+	ci, ok := h.byName[string(clusterName)] // no string made for a known cluster
 	if !ok {
+		name := string(clusterName)
 		ci = int32(len(h.clusters))
-		h.clusters = append(h.clusters, &cluster{name: clusterName})
-		h.byName[clusterName] = ci
+		h.clusters = append(h.clusters, &cluster{name: name})
+		h.byName[name] = ci
 	}
 	var slot int32
 	if n := len(h.free); n > 0 {
@@ -126,7 +141,7 @@ func (h *Holder) Hold(id uint32, tag uint64, clusterName string, nowMs int64) bo
 		h.reqs = append(h.reqs, held{})
 	}
 	h.reqs[slot] = held{id: id, cluster: ci, tag: tag, sinceMs: nowMs}
-	h.byID[id] = slot
+	h.byID.Put(id, uint32(slot)+1)
 	c := h.clusters[ci]
 	c.queue = append(c.queue, slot)
 	c.ids = append(c.ids, id)
@@ -138,7 +153,7 @@ func (h *Holder) Hold(id uint32, tag uint64, clusterName string, nowMs int64) bo
 // release frees slot, returning the request as let go at nowMs.
 func (h *Holder) release(slot int32, nowMs int64) Request {
 	r := h.reqs[slot]
-	delete(h.byID, r.id)
+	h.byID.Delete(r.id)
 	h.clusters[r.cluster].live--
 	h.reqs[slot] = held{}
 	h.free = append(h.free, slot)
@@ -148,11 +163,11 @@ func (h *Holder) release(slot int32, nowMs int64) Request {
 // Forget drops request id, whose client went away: it reports whether it
 // was held.
 func (h *Holder) Forget(id uint32) bool {
-	slot, ok := h.byID[id]
+	v, ok := h.byID.Get(id)
 	if !ok {
 		return false
 	}
-	h.release(slot, 0)
+	h.release(int32(v-1), 0)
 	h.stats.Abandoned++
 	return true
 }

@@ -16,7 +16,7 @@ func ids(rs []Request) []uint32 {
 func TestHoldAndResumeOldestFirst(t *testing.T) {
 	h := New(Options{Max: 10, TimeoutMs: 1000, ProbeEveryMs: 250})
 	for i, c := range []string{"a", "b", "a", "a"} {
-		if !h.Hold(uint32(i+1), uint64(i), c, int64(i)) {
+		if !h.Hold(uint32(i+1), uint64(i), []byte(c), int64(i)) {
 			t.Fatalf("Hold %d refused", i+1)
 		}
 	}
@@ -54,41 +54,41 @@ func TestBoundTimeoutForgetShutdown(t *testing.T) {
 		st   func(Stats) bool
 	}{
 		{"beyond Max a request is not held", func(h *Holder) ([]uint32, Stats) {
-			h.Hold(1, 0, "a", 0)
-			h.Hold(2, 0, "a", 0)
-			ok := h.Hold(3, 0, "a", 0)
+			h.Hold(1, 0, []byte("a"), 0)
+			h.Hold(2, 0, []byte("a"), 0)
+			ok := h.Hold(3, 0, []byte("a"), 0)
 			if ok {
 				return []uint32{3}, h.Stats()
 			}
 			return nil, h.Stats()
 		}, nil, func(s Stats) bool { return s.OverBound == 1 && s.Now == 2 }},
 		{"timeout lets go the old ones only", func(h *Holder) ([]uint32, Stats) {
-			h.Hold(1, 0, "a", 0)
-			h.Hold(2, 0, "b", 500)
+			h.Hold(1, 0, []byte("a"), 0)
+			h.Hold(2, 0, []byte("b"), 500)
 			return ids(h.Expired(1000)), h.Stats()
 		}, []uint32{1}, func(s Stats) bool { return s.TimedOut == 1 && s.Now == 1 }},
 		{"a forgotten request is not let go", func(h *Holder) ([]uint32, Stats) {
-			h.Hold(1, 0, "a", 0)
-			h.Hold(2, 0, "a", 0)
+			h.Hold(1, 0, []byte("a"), 0)
+			h.Hold(2, 0, []byte("a"), 0)
 			if !h.Forget(1) || h.Forget(1) || h.Forget(9) {
 				return []uint32{0}, h.Stats()
 			}
 			return ids(h.ProbeDone("a", true, 10)), h.Stats()
 		}, []uint32{2}, func(s Stats) bool { return s.Abandoned == 1 && s.Resumed == 1 && s.Now == 0 }},
 		{"a freed slot reused by another cluster", func(h *Holder) ([]uint32, Stats) {
-			h.Hold(1, 0, "a", 0)
+			h.Hold(1, 0, []byte("a"), 0)
 			h.Forget(1)
-			h.Hold(2, 0, "b", 0) // takes 1's slot; a's queue still names it
+			h.Hold(2, 0, []byte("b"), 0) // takes 1's slot; a's queue still names it
 			return ids(h.ProbeDone("a", true, 10)), h.Stats()
 		}, nil, func(s Stats) bool { return s.Now == 1 }},
 		{"shutdown lets every request go", func(h *Holder) ([]uint32, Stats) {
-			h.Hold(1, 0, "a", 0)
-			h.Hold(2, 0, "b", 0)
+			h.Hold(1, 0, []byte("a"), 0)
+			h.Hold(2, 0, []byte("b"), 0)
 			return ids(h.ReleaseAll(5)), h.Stats()
 		}, []uint32{1, 2}, func(s Stats) bool { return s.Released == 2 && s.Now == 0 }},
 		{"no second hold of one stream", func(h *Holder) ([]uint32, Stats) {
-			h.Hold(1, 0, "a", 0)
-			if h.Hold(1, 0, "a", 0) {
+			h.Hold(1, 0, []byte("a"), 0)
+			if h.Hold(1, 0, []byte("a"), 0) {
 				return []uint32{1}, h.Stats()
 			}
 			return nil, h.Stats()
@@ -111,7 +111,7 @@ func TestHoldAllocs(t *testing.T) {
 	var probes []string
 	cycle := func() {
 		for i := uint32(1); i <= 50; i++ {
-			h.Hold(i, 0, "a", 0)
+			h.Hold(i, 0, []byte("a"), 0)
 		}
 		probes = h.DueProbes(probes[:0], 0)
 		h.ProbeSent("a", 0)

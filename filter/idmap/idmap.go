@@ -75,6 +75,14 @@ func (m *Map) put(key, value uint32) bool {
 	}
 }
 
+// Reserve makes room for n keys at once, so that holding up to n makes no
+// table (and no garbage of tables outgrown) on the way.
+func (m *Map) Reserve(n int) {
+	for 2*n > len(m.slots) {
+		m.grow()
+	}
+}
+
 // grow doubles the table (or makes the first one) and reinserts every key.
 func (m *Map) grow() {
 	old := m.slots

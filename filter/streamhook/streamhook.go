@@ -18,12 +18,12 @@ var Current uint32
 var Watched idmap.Map
 
 // Done, when set, is called for a watched stream's proxy_on_done, with its
-// id, inside that callback (the stream's properties can still be read);
-// the stream is then no longer watched.
-var Done func(id uint32)
+// id and the value Watch took, inside that callback (the stream's
+// properties can still be read); the stream is then no longer watched.
+var Done func(id, v uint32)
 
-// Watch asks to hear of stream id's end.
-func Watch(id uint32) { Watched.Put(id, 1) }
+// Watch asks to hear of stream id's end; v is the caller's (Done gets it).
+func Watch(id, v uint32) { Watched.Put(id, v) }
 
 // Ended is the glue's (and the native wrapper's) call at stream id's
 // proxy_on_done: it calls Done if the stream is watched.
@@ -31,11 +31,12 @@ func Ended(id uint32) {
 	if Watched.Len() == 0 {
 		return
 	}
-	if _, ok := Watched.Get(id); !ok {
+	v, ok := Watched.Get(id)
+	if !ok {
 		return
 	}
 	Watched.Delete(id)
 	if Done != nil {
-		Done(id)
+		Done(id, v)
 	}
 }

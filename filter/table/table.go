@@ -161,6 +161,14 @@ func (t *Table) Max() int { return t.max }
 // At returns the entry in slot s. The pointer is valid until the entry is removed.
 func (t *Table) At(s Slot) *Entry { return &t.entries[s] }
 
+// AtSlot returns the entry in slot s if one is held there, or nil.
+func (t *Table) AtSlot(s Slot) *Entry {
+	if s < 0 || !t.Held(s) {
+		return nil
+	}
+	return &t.entries[s]
+}
+
 // Each calls fn for every entry held, in slot order.
 func (t *Table) Each(fn func(Slot, *Entry)) {
 	for i := range t.entries {

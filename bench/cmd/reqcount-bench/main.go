@@ -211,6 +211,11 @@ func run(ctx context.Context, o options, stdout io.Writer) error {
 		return err
 	}
 	phase.end()
+	phase = startPhase("hold")
+	if res.hold, err = runHold(ctx, o, mods["filter"]); err != nil {
+		return err
+	}
+	phase.end()
 	phase = startPhase("model")
 	if res.model, err = runModel(ctx, mods["filter"]); err != nil {
 		return err

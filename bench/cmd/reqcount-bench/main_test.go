@@ -86,6 +86,8 @@ func TestQuickRun(t *testing.T) {
 		"module size | authorityfloor.wasm",
 		"module size | filter.wasm (as `make build` ships it)",
 		"wall time | this run",
+		"hold: a burst | 1k held at once on one worker",
+		"hold: linear memory per held request | 10k held on one worker",
 	)
 	table := stdout.String()
 	for _, row := range rows {
@@ -100,6 +102,7 @@ func TestQuickRun(t *testing.T) {
 		"longest tick, 1k keys | filter header, single, aggregate worker, flush_interval ",
 		"longest tick, 1k keys | filter header, batch, aggregate worker, flush_interval ",
 		"one-tick flush, 1k keys | filter header, single, aggregate worker, whole table in one tick (",
+		"hold: routable → resumed | hold_probe_interval 100ms, ",
 	}
 	// Issue 17: per-key memory at 0, 1 000 and 10 000 keys (envoy: holder and
 	// not holder; worker), turnover and long run per mode.
@@ -139,6 +142,7 @@ func TestQuickRun(t *testing.T) {
 		"filter authority ≤ 1.00 × authority-floor", "linear memory after 20k ≤ the noop floor's + 1 MiB",
 		"guest GC cycles per million requests once warm ≤ 1", "longest tick at 1k keys, single mode, aggregate envoy, ≤ 10.000 ms",
 		"calls to the host's poll_oneoff = 0", "10k keys turning over: calls to the host's poll_oneoff = 0",
+		"hold: a held request goes on at most one hold_probe_interval", "hold: linear memory per held request ≤ 256 B", "hold: 1k held at once on one worker, all resumed",
 		"longest tick at 1k keys, batch mode, aggregate envoy, ≤ 10.000 ms", "longest tick at 1k keys, single mode, aggregate worker, ≤ 10.000 ms", "wake-up latency", "p99 < 10.000 ms", "model, new defaults, include"} {
 		if !strings.Contains(table, target) {
 			t.Errorf("targets do not mention %q", target)

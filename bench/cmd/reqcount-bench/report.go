@@ -32,6 +32,7 @@ type results struct {
 	guestFlush []*guestFlush
 	wakeups    *wakeups
 	perKey     *perKey
+	hold       *holdBench
 	model      []*modelRow
 	hot        []*hotPath
 	flush      *flushBench
@@ -214,6 +215,7 @@ func (r *results) markdown() report {
 		row("wake-up latency", fmt.Sprintf("filter authority, flush_interval %v", wakeupInterval), value, detail)
 	}
 	r.perKey.tableRows(row)
+	r.hold.tableRows(row)
 	for _, m := range r.model {
 		row("model: operator messages/s", m.name, groupf(meshRate(m.perSidecar()))+"/s", m.detail())
 	}
@@ -321,6 +323,7 @@ func (r *results) markdown() report {
 			mode, keys, detail)
 	}
 	r.perKey.targets(target)
+	r.hold.targets(target)
 	if wu := r.wakeups; wu != nil {
 		p50, p99 := percentile(wu.latencies, 50), percentile(wu.latencies, 99)
 		detail := fmt.Sprintf("p99 %s, p50 %s over %d wake-ups", ms(p99), ms(p50), len(wu.latencies))
