@@ -23,7 +23,7 @@ import (
 
 // HostStats returns a function that snapshots the counters and gauges h's
 // module defined, under the full names Envoy gives them ("wasmcustom." +
-// the module's name). Histograms are left out.
+// the module's name), histograms with their buckets.
 func HostStats(h *wasmhost.Host) func() []Stat {
 	return func() []Stat {
 		ms := h.Metrics()
@@ -35,6 +35,10 @@ func HostStats(h *wasmhost.Host) func() []Stat {
 				t = Counter
 			case wasmhost.MetricGauge:
 				t = Gauge
+			case wasmhost.MetricHistogram:
+				stats = append(stats, Stat{Name: Namespace + "." + m.Name, Type: Histogram, Value: uint64(m.Value),
+					Sum: m.Sum, Bounds: wasmhost.HistogramBounds, Buckets: m.Buckets})
+				continue
 			default:
 				continue
 			}

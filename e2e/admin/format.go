@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"math"
 	"sort"
+	"strconv"
 	"strings"
 
 	dto "github.com/prometheus/client_model/go"
@@ -21,11 +23,12 @@ const Namespace = "wasmcustom"
 // Type is the kind of a stat.
 type Type int
 
-// The stat types the admin shows. (Histograms are not shown: the filter
-// defines none.)
+// The stat types the admin shows (histograms with the +Inf bucket the
+// exposition adds, as Envoy's le="+Inf").
 const (
 	Counter Type = iota
 	Gauge
+	Histogram
 )
 
 // Stat is one stat as Envoy's store holds it.
@@ -34,7 +37,12 @@ type Stat struct {
 	// "wasmcustom.reqcount.requests_counted".
 	Name  string
 	Type  Type
-	Value uint64
+	Value uint64 // a histogram's: its number of values
+	// A histogram's sum of values, bucket upper bounds and cumulative counts
+	// (values ≤ Bounds[i]).
+	Sum     uint64
+	Bounds  []float64
+	Buckets []uint64
 }
 
 // WriteText writes stats in the format of Envoy's /stats: one "name: value"
@@ -44,9 +52,39 @@ func WriteText(w io.Writer, stats []Stat) error {
 	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
 	bw := bufio.NewWriter(w)
 	for _, s := range sorted {
+		if s.Type == Histogram {
+			fmt.Fprintf(bw, "%s: %s\n", s.Name, quantiles(s))
+			continue
+		}
 		fmt.Fprintf(bw, "%s: %d\n", s.Name, s.Value)
 	}
 	return bw.Flush()
+}
+
+// quantiles is Envoy's /stats line for a histogram, "P0(nan,v) P25(nan,v)
+// …": the interval's quantiles are not kept here ("nan"), the cumulative
+// ones are read off the buckets (each the upper bound of the bucket it falls
+// in). "No recorded values" when it has none, as Envoy.
+func quantiles(s Stat) string {
+	if s.Value == 0 {
+		return "No recorded values"
+	}
+	var b strings.Builder
+	for i, q := range []float64{0, 25, 50, 75, 90, 95, 99, 99.5, 99.9, 100} {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		v := s.Bounds[len(s.Bounds)-1]
+		want := uint64(math.Ceil(q / 100 * float64(s.Value)))
+		for j, c := range s.Buckets {
+			if c >= max(want, 1) {
+				v = s.Bounds[j]
+				break
+			}
+		}
+		fmt.Fprintf(&b, "P%s(nan,%g)", strconv.FormatFloat(q, 'f', -1, 64), v)
+	}
+	return b.String()
 }
 
 // PrometheusName is Envoy's PrometheusStatsFormatter::metricName for a
@@ -110,6 +148,12 @@ func MetricFamilies(stats []Stat, tags *Tags) []*dto.MetricFamily {
 			m.Counter = &dto.Counter{Value: &v}
 		case Gauge:
 			m.Gauge = &dto.Gauge{Value: &v}
+		case Histogram:
+			h := &dto.Histogram{SampleCount: proto.Uint64(s.Value), SampleSum: proto.Float64(float64(s.Sum))}
+			for i, ub := range s.Bounds {
+				h.Bucket = append(h.Bucket, &dto.Bucket{UpperBound: proto.Float64(ub), CumulativeCount: proto.Uint64(s.Buckets[i])})
+			}
+			m.Histogram = h
 		default:
 			continue
 		}
@@ -131,8 +175,11 @@ func MetricFamilies(stats []Stat, tags *Tags) []*dto.MetricFamily {
 		ss := groups[k]
 		sort.Slice(ss, func(i, j int) bool { return ss[i].full < ss[j].full })
 		typ := dto.MetricType_COUNTER
-		if k.typ == Gauge {
+		switch k.typ {
+		case Gauge:
 			typ = dto.MetricType_GAUGE
+		case Histogram:
+			typ = dto.MetricType_HISTOGRAM
 		}
 		f := &dto.MetricFamily{Name: proto.String(k.name), Type: typ.Enum()}
 		for _, s := range ss {

@@ -216,3 +216,37 @@ func TestHandler(t *testing.T) {
 		})
 	}
 }
+
+// TestHistogram: a histogram in /stats (Envoy's quantile line) and in
+// /stats/prometheus (buckets, sum, count), read back by Prometheus' parser.
+func TestHistogram(t *testing.T) {
+	bounds := []float64{1, 10, 100}
+	h := Stat{Name: "wasmcustom.reqcount.hold.time_ms", Type: Histogram, Value: 4, Sum: 70, Bounds: bounds, Buckets: []uint64{1, 3, 4}}
+	empty := Stat{Name: "wasmcustom.reqcount.other_ms", Type: Histogram, Bounds: bounds, Buckets: []uint64{0, 0, 0}}
+	var text bytes.Buffer
+	if err := WriteText(&text, []Stat{h, empty}); err != nil {
+		t.Fatal(err)
+	}
+	wantText := "wasmcustom.reqcount.hold.time_ms: P0(nan,1) P25(nan,1) P50(nan,10) P75(nan,10) P90(nan,100) P95(nan,100) P99(nan,100) P99.5(nan,100) P99.9(nan,100) P100(nan,100)\n" +
+		"wasmcustom.reqcount.other_ms: No recorded values\n"
+	if text.String() != wantText {
+		t.Errorf("/stats:\n%s\nwant\n%s", text.String(), wantText)
+	}
+	var prom bytes.Buffer
+	if err := WritePrometheus(&prom, []Stat{h}, nil); err != nil {
+		t.Fatal(err)
+	}
+	p := expfmt.NewTextParser(model.LegacyValidation)
+	fams, err := p.TextToMetricFamilies(&prom)
+	if err != nil {
+		t.Fatalf("%v in\n%s", err, prom.String())
+	}
+	f := fams["reqcount_hold_time_ms"]
+	if f == nil || f.GetType() != dto.MetricType_HISTOGRAM {
+		t.Fatalf("no histogram reqcount_hold_time_ms in %v", fams)
+	}
+	got := f.GetMetric()[0].GetHistogram()
+	if got.GetSampleCount() != 4 || got.GetSampleSum() != 70 || len(got.GetBucket()) != 4 || got.GetBucket()[1].GetCumulativeCount() != 3 || got.GetBucket()[3].GetCumulativeCount() != 4 {
+		t.Errorf("histogram %v", got)
+	}
+}

@@ -430,6 +430,9 @@ type Metric struct {
 	Value int64
 	// Sum is the sum of a histogram's recorded values.
 	Sum uint64
+	// Buckets are a histogram's cumulative counts: values ≤
+	// HistogramBounds[i].
+	Buckets []uint64
 }
 
 // Metric returns the stat of type t named name, if the module defined it.

@@ -15,13 +15,28 @@ type metric struct {
 	name  string
 	value atomic.Int64 // counter, gauge; histogram: count
 
-	mu  sync.Mutex
-	sum uint64 // histogram
+	mu      sync.Mutex
+	sum     uint64   // histogram
+	buckets []uint64 // histogram: values ≤ HistogramBounds[i], not cumulative
 }
+
+// HistogramBounds are the upper bounds of Envoy's default histogram buckets
+// (stats_config.histogram_bucket_settings unset: Envoy's
+// HistogramSettingsImpl::defaultBuckets), for a histogram's values.
+var HistogramBounds = []float64{0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000}
 
 func (m *metric) record(v uint64) {
 	m.mu.Lock()
 	m.sum += v
+	if m.buckets == nil {
+		m.buckets = make([]uint64, len(HistogramBounds))
+	}
+	for i, b := range HistogramBounds {
+		if float64(v) <= b {
+			m.buckets[i]++
+			break
+		}
+	}
 	m.mu.Unlock()
 	m.value.Add(1)
 }
@@ -29,7 +44,18 @@ func (m *metric) record(v uint64) {
 func (m *metric) snapshot() Metric {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return Metric{Name: m.name, Type: m.typ, Value: m.value.Load(), Sum: m.sum}
+	out := Metric{Name: m.name, Type: m.typ, Value: m.value.Load(), Sum: m.sum}
+	if m.typ == MetricHistogram {
+		out.Buckets = make([]uint64, len(HistogramBounds))
+		var cum uint64
+		for i := range HistogramBounds {
+			if m.buckets != nil {
+				cum += m.buckets[i]
+			}
+			out.Buckets[i] = cum
+		}
+	}
+	return out
 }
 
 type metricKey struct {
