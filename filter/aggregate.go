@@ -394,6 +394,16 @@ func (a *aggregator) claimWake(key string) bool {
 // outbox, and what can be sent is sent (drainTick); the worker then waits, tick
 // by tick, until done or doneBy.
 func (a *aggregator) drain() {
+	if a.leading {
+		// The holder's last collect, of every worker's every shard, and its
+		// sends: what it reserved goes out now, not only at a later drain
+		// tick (a shutdown may see none: TestAggregateOneVoice's lockstep
+		// shutdown hung without it).
+		now := nowMs()
+		a.publish(-1, now)
+		a.collect(0, a.slices, now, false)
+		a.mflush.SendAll()
+	}
 	// Another worker takes over at its next tick. What this one reserved and
 	// has in flight it still settles and acks (done), and nobody sends it
 	// before the reservations run out.
