@@ -68,19 +68,7 @@ func answerProbes(h Host, status int) int {
 // would, and returns their messages sorted.
 func reported(t testing.TB, h Host) []messages.RequestCount {
 	t.Helper()
-	var out []messages.RequestCount
-	for _, c := range h.Callouts() {
-		if c.Cluster == holdCluster {
-			continue
-		}
-		ms, err := messages.Decode(c.Body)
-		if err != nil {
-			t.Fatalf("callout %d body %q: %v", c.ID, c.Body, err)
-		}
-		out = append(out, ms...)
-	}
-	sortMsgs(out)
-	return out
+	return sentBut(t, h, holdCluster)
 }
 
 // holdScenarios: the hold's rules (config hold), on hosts that can hold.
