@@ -12,7 +12,7 @@ DURATION  ?= 10m
 # Go sources that go into the module (any change rebuilds it).
 FILTER_SRC := $(shell find filter messages -name '*.go' -not -name '*_test.go') filter/_sdkabi/build.sh go.mod go.sum
 
-.PHONY: help build build-tinygo test unit vet fuzz soak run run-envoy bench clean oci push
+.PHONY: help build build-tinygo test vet fuzz soak run run-envoy bench clean oci push
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -46,14 +46,15 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 soak: build ## run the e2e simulation TestSimAggregate on seeds SEED, SEED+1, … (default 1) until DURATION (default 10m) is spent; stops at the first failing seed
 	REQCOUNT_SIM_SEEDS='$(SEED)' REQCOUNT_SIM_DURATION='$(DURATION)' $(GO) test -count=1 -timeout 0 -run 'TestSimAggregate' ./e2e/
 
-run: build ## serve localhost:10000 through the compiled filter; flushes print as JSON lines (RUNFLAGS=-h for options)
+run: build ## serve localhost:10000 through the compiled filter; flushes print as JSON lines (CONFIG=<json or file>, RUNFLAGS=-h for options)
 	$(GO) build -o build/reqcount-run ./e2e/cmd/reqcount-run
-	build/reqcount-run -wasm $(WASM) $(RUNFLAGS)
+	build/reqcount-run -wasm $(WASM) $(if $(CONFIG),-config '$(CONFIG)') $(RUNFLAGS)
 
 run-envoy: build ## the same with a real Envoy (>= 1.33) on PATH
 	envoy/run-envoy.sh
 
-bench: ## benchmark the filter against floor plugins; writes bench/RESULTS.md
+bench: ## benchmark the filter against floor plugins (about 3 minutes); rewrites bench/RESULTS.md
+	@echo "make bench: about 3 minutes on 2 cores; rewrites bench/RESULTS.md (everything above its Notes)"
 	$(GO) run ./bench/cmd/reqcount-bench
 
 oci: build ## pack build/filter.wasm as Istio's OCI image: build/oci/ (OCI layout), build/reqcount.oci.tar; prints the digests

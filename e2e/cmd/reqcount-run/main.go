@@ -76,6 +76,21 @@ func run(wasmPath, listen, cfgArg string, workers int, logLevel, adminAddr, boot
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	// The ports first, before anything starts: a busy one is an error naming
+	// its flag, not a failure after the VMs are up.
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fmt.Errorf("-listen %s: %w", listen, err)
+	}
+	defer ln.Close()
+	var adminLn net.Listener
+	if adminAddr != "" {
+		if adminLn, err = net.Listen("tcp", adminAddr); err != nil {
+			return fmt.Errorf("-admin %s: %w", adminAddr, err)
+		}
+		defer adminLn.Close()
+	}
+
 	pluginConfig, err := loadConfig(cfgArg)
 	if err != nil {
 		return err
@@ -167,25 +182,19 @@ func run(wasmPath, listen, cfgArg string, workers int, logLevel, adminAddr, boot
 	// The admin first: once the proxy listener accepts, the admin does too.
 	errc := make(chan error, 2)
 	var adminSrv *http.Server
-	if adminAddr != "" {
-		if adminSrv, err = serveAdmin(adminAddr, tags, host, errc); err != nil {
-			host.Close(context.Background())
-			return err
-		}
-	}
-	ln, err := net.Listen("tcp", listen)
-	if err != nil {
-		if adminSrv != nil {
-			adminSrv.Close()
-		}
-		host.Close(context.Background())
-		return err
+	if adminLn != nil {
+		adminSrv = serveAdmin(adminLn, tags, host, errc)
 	}
 	parser := key.NewParser(cfg.DefaultNamespace, cfg.ClusterDomain)
 	srv := &http.Server{Handler: &proxy{host: host, cold: cold, parser: parser}, ReadHeaderTimeout: 10 * time.Second}
 	log.Printf("listening on http://%s with %s (%d workers); flushes to cluster %q every %v go to the collector at %s",
 		ln.Addr(), wasmPath, workers, cfg.Cluster, cfg.FlushInterval, coll.URL())
-	log.Printf("try: curl -H 'Host: web.shop' http://%s/", ln.Addr())
+	log.Printf("try: curl -H 'Host: web.shop' http://%s/  (the key is the Host: web.shop is service web in namespace shop; "+
+		"a plain curl localhost:<port>/ counts service \"localhost\" in namespace %q; an IP address is not counted: reqcount.requests_uncounted.ip_literal)",
+		listen, cfg.DefaultNamespace)
+	if cfg.FlushInterval < config.DefaultFlushInterval {
+		log.Printf("flush_interval %v for the demo; the default, and the examples in envoy/, use %v (README, Sizing)", cfg.FlushInterval, config.DefaultFlushInterval)
+	}
 	for k := range cold {
 		log.Printf("%s starts scaled to zero: its first requests wait in the filter (hold) until the operator brings it up, %v after the wake-up", k, upAfter)
 	}
@@ -225,16 +234,12 @@ func loadTags(bootstrap string) (*admin.Tags, error) {
 	return tags, nil
 }
 
-// serveAdmin starts the admin listener on addr. Serve errors go to errc.
-func serveAdmin(addr string, tags *admin.Tags, host *wasmhost.Host, errc chan<- error) (*http.Server, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("-admin: %w", err)
-	}
+// serveAdmin serves the admin on ln. Serve errors go to errc.
+func serveAdmin(ln net.Listener, tags *admin.Tags, host *wasmhost.Host, errc chan<- error) *http.Server {
 	srv := &http.Server{Handler: admin.Handler(admin.HostStats(host), tags), ReadHeaderTimeout: 10 * time.Second}
 	go func() { errc <- srv.Serve(ln) }()
 	log.Printf("admin: curl http://%s/stats/prometheus (or /stats)", ln.Addr())
-	return srv, nil
+	return srv
 }
 
 // loadConfig returns arg itself when it looks like JSON, else the named file.
