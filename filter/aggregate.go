@@ -45,9 +45,6 @@ type aggregator struct {
 	slices, phase int
 
 	leaseMs, holdMs, deadMs, heartbeatMs int64
-	// doneBy is the tick count by which a draining worker gives up waiting for
-	// its outbox to be delivered.
-	doneBy uint32
 	// lastErr is the last shared-data error (the work is retried on the next
 	// tick), logged once per tick; they are counted in tallies.sharedErrors.
 	lastErr error
@@ -72,16 +69,22 @@ func newWorkerID(fail func(error)) string {
 	return fmt.Sprintf("%016x", rand.Uint64())
 }
 
+// leaseMs is how long a lease lasts unrenewed: a holder renews it every
+// tick; three missed ticks, at least a second, and another worker takes over.
+func leaseMs(cfg config.Config) int64 { return max(3*cfg.TickPeriod().Milliseconds(), 1000) }
+
+// reserveMs is how long a holder's reservation lasts: a call sent at a
+// collect is covered for more than half of it, well after its timeout
+// (merge.Leader.Collect).
+func reserveMs(cfg config.Config) int64 {
+	return 2 * (cfg.Timeout.Milliseconds() + 3*cfg.TickPeriod().Milliseconds() + 1000)
+}
+
 func newAggregator(p *pluginContext, cfg config.Config) *aggregator {
-	tick := cfg.TickPeriod().Milliseconds()
 	a := &aggregator{
-		p: p,
-		// A holder renews the lease every tick; three missed ticks, at least a
-		// second, and another worker takes over.
-		leaseMs: max(3*tick, 1000),
-		// A reservation covers a call sent at a collect for more than holdMs/2,
-		// well after its timeout (merge.Leader.Collect).
-		holdMs:      2 * (cfg.Timeout.Milliseconds() + 3*tick + 1000),
+		p:           p,
+		leaseMs:     leaseMs(cfg),
+		holdMs:      reserveMs(cfg),
 		heartbeatMs: max(cfg.FlushInterval.Milliseconds()/2, 1000),
 	}
 	a.deadMs = 4*a.heartbeatMs + a.leaseMs
@@ -392,7 +395,7 @@ func (a *aggregator) claimWake(key string) bool {
 
 // drain starts the shutdown: everything the worker counted goes into its
 // outbox, and what can be sent is sent (drainTick); the worker then waits, tick
-// by tick, until done or doneBy.
+// by tick, until done or its deadline (pluginContext.drainBy).
 func (a *aggregator) drain() {
 	if a.leading {
 		// The holder's last collect, of every worker's every shard, and its
@@ -409,7 +412,6 @@ func (a *aggregator) drain() {
 	// before the reservations run out.
 	a.fail(a.worker.Release())
 	a.drainTick()
-	a.doneBy = a.p.flusher.Now() + drainTicks(a.p.cfg)
 }
 
 // drainTick is a tick while shutting down: publish everything, collect what
@@ -434,13 +436,13 @@ func (a *aggregator) done() bool {
 	}
 	// The acks of what this worker's calls delivered must be written before
 	// it lets the lease go: unwritten, the next holder sends those counts
-	// again. A failed write is tried again at the next tick (until doneBy).
+	// again. A failed write is tried again at the next tick (until drainBy).
 	// TestShutdownWritesAcks breaks without it.
 	ackErr := a.leader.WriteAcks()
 	a.fail(ackErr)
 	left, err := a.worker.Unsettled(nowMs())
 	a.fail(err)
-	if (ackErr == nil && err == nil && left == 0) || a.p.flusher.Now() >= a.doneBy {
+	if (ackErr == nil && err == nil && left == 0) || a.p.flusher.Now() >= a.p.drainBy {
 		a.fail(a.worker.Release())
 		return true
 	}

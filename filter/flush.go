@@ -206,15 +206,13 @@ func (p *pluginContext) canFinish() bool {
 	if p.flusher.InFlight() > 0 {
 		return false
 	}
-	if p.agg != nil {
-		if p.flusher.Pending() > 0 && p.flusher.Now() < p.agg.doneBy {
-			// Counts still in the worker's table (a wake-up's that failed
-			// meanwhile): published at the next drain tick, then delivered.
-			return false
-		}
-		return p.agg.done()
+	if p.flusher.Pending() > 0 && p.flusher.Now() < p.drainBy {
+		// Counts still in the worker's table (with aggregate: envoy, a
+		// wake-up's that failed meanwhile): sent, or published, at the next
+		// drain tick.
+		return false
 	}
-	return p.flusher.Pending() == 0 || p.flusher.Now() >= p.drainBy
+	return p.agg == nil || p.agg.done()
 }
 
 // logFailedCalls logs, once per tick, the calls that failed since the last one:

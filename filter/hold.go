@@ -37,12 +37,22 @@ const (
 	flagUpstreamConnectionFailure = 0x20
 )
 
-// xdsClusterName is the property path of the request's routed cluster.
-var xdsClusterName = []string{"xds", "cluster_name"}
+// Property paths the hold reads: the request's routed cluster, and a
+// response's flags.
+var (
+	xdsClusterName = []string{"xds", "cluster_name"}
+	responseFlags  = []string{"response", "flags"}
+)
+
+// setHold sets e's hold state, and Slow, which follows from it and Excluded.
+func setHold(e *table.Entry, state uint8) {
+	e.Hold = state
+	e.Slow = e.Excluded || state == holdNotReady
+}
 
 // holdState is the hold state a new key starts in.
 func (p *pluginContext) holdState(k []byte, excluded bool) uint8 {
-	if p.holder == nil || excluded {
+	if p.hold == nil || excluded {
 		return holdNone
 	}
 	svc, ns := key.Split(string(k))
@@ -88,6 +98,7 @@ func (m *holdMetrics) define() {
 
 // holdSide is a worker's hold: built at start when hold is set.
 type holdSide struct {
+	held    *hold.Holder // the held requests and the checks' rules
 	m       holdMetrics
 	probes  []string // reused: DueProbes' result
 	calls   calls
@@ -114,15 +125,15 @@ func (p *pluginContext) startHold(cfg config.Config) {
 	if len(cfg.Hold) == 0 {
 		return
 	}
-	p.holder = hold.New(hold.Options{Max: cfg.HoldMax, TimeoutMs: cfg.HoldTimeout.Milliseconds(), ProbeEveryMs: cfg.HoldProbeInterval.Milliseconds()})
 	h := &holdSide{probing: map[uint64]string{}, auth: map[string]string{},
+		held:     hold.New(hold.Options{Max: cfg.HoldMax, TimeoutMs: cfg.HoldTimeout.Milliseconds(), ProbeEveryMs: cfg.HoldProbeInterval.Milliseconds()}),
 		subticks: holdSubticks(cfg), periodMs: max(tickPeriod(cfg).Milliseconds(), 1)}
 	h.calls.settle = p.onProbe
 	h.m.define()
 	h.hdrs = [][2]string{{":method", "HEAD"}, {":path", cfg.HoldProbePath}, {":authority", ""}}
 	p.hold = h
 	streamhook.Done = p.streamEnded
-	streamhook.Watched.Reserve(min(cfg.HoldMax, 16384)) // as the holder: no tables outgrown in a burst
+	streamhook.Watched.Reserve(min(cfg.HoldMax, hold.PresizeMax)) // as the holder: no tables outgrown in a burst
 }
 
 // holdNow is the hold's clock: the timer's ticks so far, in milliseconds.
@@ -139,7 +150,7 @@ func tickPeriod(cfg config.Config) time.Duration {
 // makes the key not ready).
 func (p *pluginContext) holdOrWatch(ref table.Ref, e *table.Entry, wake bool) {
 	if wake && e.Hold == holdReady {
-		e.Hold, e.Slow = holdNotReady, true // a wake-up: the service may be at zero
+		setHold(e, holdNotReady) // a wake-up: the service may be at zero
 	}
 	id := streamhook.Current
 	if id == 0 {
@@ -166,7 +177,7 @@ func (p *pluginContext) holdOrWatch(ref table.Ref, e *table.Entry, wake bool) {
 		return
 	}
 	now := p.holdNow()
-	if !p.holder.Hold(id, packRef(ref), cluster, now) {
+	if !p.hold.held.Hold(id, packRef(ref), cluster, now) {
 		return // hold_max held: it passes
 	}
 	if _, ok := h.auth[string(cluster)]; !ok {
@@ -187,7 +198,7 @@ func unpackRef(v uint64) table.Ref { return table.RefOf(table.Slot(int32(v>>32))
 // probeDue sends the checks due now.
 func (p *pluginContext) probeDue(now int64) {
 	h := p.hold
-	h.probes = p.holder.DueProbes(h.probes[:0], now)
+	h.probes = p.hold.held.DueProbes(h.probes[:0], now)
 	if len(h.probes) > 0 {
 		// The checks are the root context's calls (Envoy binds every
 		// proxy_http_call to it; the SDK registers the answer with the
@@ -199,13 +210,13 @@ func (p *pluginContext) probeDue(now int64) {
 		id := h.nextID
 		h.hdrs[2][1] = h.auth[c]
 		ans := h.calls.get(id)
-		p.holder.ProbeSent(c, now)
+		p.hold.held.ProbeSent(c, now)
 		if _, err := proxywasm.DispatchHttpCall(c, h.hdrs, nil, nil, uint32(p.cfg.Timeout.Milliseconds()), ans.fn); err != nil {
 			// Envoy refuses a call to a cluster with no healthy host at once
 			// (InternalFailure, no answer ever comes): not yet; checked again
 			// after the interval.
 			h.calls.put(ans)
-			p.holder.ProbeDone(c, false, now)
+			p.hold.held.ProbeDone(c, false, now)
 			continue
 		}
 		h.probing[id] = c
@@ -229,7 +240,7 @@ func (p *pluginContext) onProbe(id uint64, numHeaders int) {
 			ready = st != 0 && st != 503 && st != 504
 		}
 	}
-	p.letGo(p.holder.ProbeDone(c, ready, p.holdNow()), true)
+	p.letGo(p.hold.held.ProbeDone(c, ready, p.holdNow()), true)
 }
 
 // letGo resumes held requests, oldest first; ready marks their keys ready.
@@ -237,7 +248,7 @@ func (p *pluginContext) letGo(reqs []hold.Request, ready bool) {
 	for _, r := range reqs {
 		if ready {
 			if e := p.table.Get(unpackRef(r.Tag)); e != nil && e.Hold == holdNotReady {
-				e.Hold, e.Slow = holdReady, e.Excluded
+				setHold(e, holdReady)
 			}
 		}
 		p.hold.m.time.Record(uint64(max(r.HeldMs, 0)))
@@ -256,7 +267,7 @@ func (p *pluginContext) letGo(reqs []hold.Request, ready bool) {
 func (p *pluginContext) holdTick() {
 	p.hold.ticks++
 	now := p.holdNow()
-	p.letGo(p.holder.Expired(now), false)
+	p.letGo(p.hold.held.Expired(now), false)
 	p.probeDue(now)
 	p.pushHoldMetrics()
 }
@@ -265,31 +276,31 @@ func (p *pluginContext) holdTick() {
 // held had its client go away; one that passed tells, by its response flags,
 // whether Envoy found no healthy host for it.
 func (p *pluginContext) streamEnded(id, slot uint32) {
-	if p.holder.Forget(id) || slot == 0 {
+	if p.hold.held.Forget(id) || slot == 0 {
 		return
 	}
-	v, err := proxywasm.GetProperty([]string{"response", "flags"})
+	v, err := proxywasm.GetProperty(responseFlags)
 	if err != nil || len(v) < 8 {
 		return
 	}
 	if flags := binary.LittleEndian.Uint64(v); flags&(flagNoHealthyUpstream|flagUpstreamConnectionFailure) != 0 {
 		if e := p.table.AtSlot(table.Slot(slot - 1)); e != nil && e.Hold == holdReady {
-			e.Hold, e.Slow = holdNotReady, true
+			setHold(e, holdNotReady)
 		}
 	}
 }
 
 // releaseHeld lets every held request go (shutdown).
 func (p *pluginContext) releaseHeld() {
-	if p.holder != nil {
-		p.letGo(p.holder.ReleaseAll(p.holdNow()), false)
+	if p.hold != nil {
+		p.letGo(p.hold.held.ReleaseAll(p.holdNow()), false)
 		p.pushHoldMetrics()
 	}
 }
 
 // pushHoldMetrics brings the hold's metrics up to date.
 func (p *pluginContext) pushHoldMetrics() {
-	s, m := p.holder.Stats(), &p.hold.m
+	s, m := p.hold.held.Stats(), &p.hold.m
 	m.held.push(s.Held)
 	m.resumed.push(s.Resumed)
 	m.timedOut.push(s.TimedOut)

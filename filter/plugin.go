@@ -10,7 +10,6 @@ import (
 
 	"github.com/reqcount/reqcount/filter/config"
 	"github.com/reqcount/reqcount/filter/flush"
-	"github.com/reqcount/reqcount/filter/hold"
 	"github.com/reqcount/reqcount/filter/key"
 	"github.com/reqcount/reqcount/filter/streamhook"
 	"github.com/reqcount/reqcount/filter/table"
@@ -72,8 +71,8 @@ type pluginContext struct {
 	// calls pools the answer callbacks of the worker's own calls (flush.go).
 	calls    calls
 	draining bool
-	// drainBy is the tick count by which a draining worker (aggregate:
-	// worker) stops retrying its failed reports (drainTicks).
+	// drainBy is the tick count by which a draining worker stops retrying
+	// what failed and waiting for its outbox to be delivered (drainTicks).
 	drainBy uint32
 	// finished is set once the shutdown is over (or proxy_done was called).
 	finished bool
@@ -82,11 +81,10 @@ type pluginContext struct {
 	// logged is the flusher's stats at the last failure log (logFailedCalls).
 	logged flush.Stats
 
-	// holder and hold are the held requests and their checks (hold.go), nil
-	// without hold; pause tells the request callback to hold its stream.
-	holder *hold.Holder
-	hold   *holdSide
-	pause  bool
+	// hold is the held requests and their checks (hold.go), nil without
+	// hold; pause tells the request callback to hold its stream.
+	hold  *holdSide
+	pause bool
 }
 
 // OnPluginStart reads and validates the configuration. A refused configuration
@@ -169,8 +167,6 @@ func (p *pluginContext) start(cfg config.Config) {
 // native tests can fix it.
 var randomPhase = func(n int) int { return rand.IntN(n) }
 
-// abandonAfter is how many ticks a call may go unanswered: twice the timeout plus two
-// ticks. Envoy answers every call by its timeout, so this never fires under Envoy.
 // drainTicks is how long a shutting-down worker keeps sending what failed:
 // as long as a lease holder of aggregate: envoy waits for its reservations
 // (two of them and a lease, each longer than two timeouts), so a collector
@@ -180,11 +176,11 @@ var randomPhase = func(n int) int { return rand.IntN(n) }
 // filtertest "flush/shutdown retries a failed call").
 func drainTicks(cfg config.Config) uint32 {
 	tick := max(cfg.TickPeriod().Milliseconds(), 1)
-	holdMs := 2 * (cfg.Timeout.Milliseconds() + 3*tick + 1000)
-	leaseMs := max(3*tick, 1000)
-	return uint32(2*(holdMs+leaseMs)/tick) + 2
+	return uint32(2*(reserveMs(cfg)+leaseMs(cfg))/tick) + 2
 }
 
+// abandonAfter is how many ticks a call may go unanswered: twice the timeout plus two
+// ticks. Envoy answers every call by its timeout, so this never fires under Envoy.
 func abandonAfter(cfg config.Config) uint64 {
 	ticks := math.Ceil(float64(2*cfg.Timeout) / float64(cfg.TickPeriod()))
 	return uint64(ticks) + 2
@@ -198,7 +194,7 @@ func (p *pluginContext) NewHttpContext(id uint32) types.HttpContext {
 	if !p.started {
 		return nil // Envoy does not create streams for a plugin that failed to start
 	}
-	if p.holder != nil {
+	if p.hold != nil {
 		return &idStream{p: p, id: id}
 	}
 	return &p.stream

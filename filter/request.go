@@ -188,8 +188,7 @@ func (p *pluginContext) countKey(k []byte) (table.Ref, bool) {
 	}
 	if added {
 		e.Excluded = !p.counts(k)
-		e.Hold = p.holdState(k, e.Excluded)
-		e.Slow = e.Excluded || e.Hold == holdNotReady
+		setHold(e, p.holdState(k, e.Excluded))
 		if p.agg != nil {
 			e.Group = int32(merge.ShardOf(e.Key, p.agg.slices))
 		}

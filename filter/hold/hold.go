@@ -87,17 +87,17 @@ type Holder struct {
 	out      []Request // reused result of the calls that let requests go
 }
 
-// presizeMax bounds what New sets aside up front: room for Max requests,
+// PresizeMax bounds what New sets aside up front: room for Max requests,
 // up to this many (about 40 bytes each).
-const presizeMax = 16384
+const PresizeMax = 16384
 
-// New returns a Holder, with room for Max requests (up to presizeMax) made
+// New returns a Holder, with room for Max requests (up to PresizeMax) made
 // at once: a burst of holds then makes no garbage of outgrown tables, which a
 // VM's memory would keep for good.
 func New(opts Options) *Holder {
 	opts.Max = max(opts.Max, 1)
 	h := &Holder{opts: opts, byName: map[string]int32{}}
-	n := min(opts.Max, presizeMax)
+	n := min(opts.Max, PresizeMax)
 	h.reqs = make([]held, 0, n)
 	h.free = make([]int32, 0, n)
 	h.byID.Reserve(n)
