@@ -30,7 +30,7 @@ import (
 // wasmhost's RandomSeed, so a seed replays the same run.
 
 var simSeedsFlag = flag.String("sim.seeds", "",
-	"comma-separated seeds for TestSimAggregate (default 1,2,3; or env REQCOUNT_SIM_SEEDS)")
+	"comma-separated seeds for TestSimAggregate and TestSimHold (default 1,2,3; or env REQCOUNT_SIM_SEEDS)")
 
 // simSeeds returns the seeds to run: -sim.seeds, else REQCOUNT_SIM_SEEDS,
 // else 1,2,3.
