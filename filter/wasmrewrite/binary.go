@@ -55,6 +55,21 @@ func (r *reader) uleb(bits uint) (uint64, error) {
 	}
 }
 
+// vec reads a vector's length and calls f for each of its elements, in
+// order, stopping at the first error.
+func (r *reader) vec(f func(i uint32) error) error {
+	n, err := r.u32()
+	if err != nil {
+		return err
+	}
+	for i := uint32(0); i < n; i++ {
+		if err := f(i); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (r *reader) u32() (uint32, error) {
 	v, err := r.uleb(32)
 	return uint32(v), err

@@ -137,14 +137,8 @@ func (e *exprRewriter) expr() error {
 				return err
 			}
 		case op == opSelectT:
-			n, err := e.r.u32()
-			if err != nil {
+			if err := e.r.vec(func(uint32) error { return e.valType() }); err != nil {
 				return err
-			}
-			for i := uint32(0); i < n; i++ {
-				if err := e.valType(); err != nil {
-					return err
-				}
 			}
 		case op >= opLoadFirst && op <= opStoreLast:
 			if err := e.memArg(); err != nil {

@@ -448,31 +448,20 @@ func rewriteImports(content []byte, removed []bool) ([]byte, int, error) {
 // checkTables refuses tables with an initializer expression (0x40 0x00
 // form), which could hold ref.func.
 func checkTables(r *reader) error {
-	n, err := r.u32()
-	if err != nil {
-		return err
-	}
 	e := &exprRewriter{r: r}
-	for i := uint32(0); i < n; i++ {
+	return r.vec(func(i uint32) error {
 		if !r.eof() && r.b[r.pos] == 0x40 {
 			return fmt.Errorf("table %d has an initializer expression, which this rewriter does not handle", i)
 		}
 		if err := e.valType(); err != nil {
 			return err
 		}
-		if err := skipLimits(r); err != nil {
-			return err
-		}
-	}
-	return nil
+		return skipLimits(r)
+	})
 }
 
 func (e *exprRewriter) globals() error {
-	n, err := e.r.u32()
-	if err != nil {
-		return err
-	}
-	for i := uint32(0); i < n; i++ {
+	return e.r.vec(func(i uint32) error {
 		if err := e.valType(); err != nil {
 			return err
 		}
@@ -482,16 +471,12 @@ func (e *exprRewriter) globals() error {
 		if err := e.expr(); err != nil {
 			return fmt.Errorf("global %d: %w", i, err)
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 func (e *exprRewriter) exports() error {
-	n, err := e.r.u32()
-	if err != nil {
-		return err
-	}
-	for i := uint32(0); i < n; i++ {
+	return e.r.vec(func(uint32) error {
 		if _, err := e.r.name(); err != nil {
 			return err
 		}
@@ -500,15 +485,11 @@ func (e *exprRewriter) exports() error {
 			return err
 		}
 		if kind == 0x00 {
-			err = e.funcIndex()
-		} else {
-			_, err = e.r.u32()
+			return e.funcIndex()
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		_, err = e.r.u32()
+		return err
+	})
 }
 
 // elements rewrites the element segments' function indices, in the eight
@@ -607,19 +588,12 @@ func rewriteCode(content []byte, remap func(uint32) uint32, fn Func) ([]byte, in
 
 // locals skips a body's local declarations.
 func (e *exprRewriter) locals() error {
-	n, err := e.r.u32()
-	if err != nil {
-		return err
-	}
-	for i := uint32(0); i < n; i++ {
-		if _, err := e.r.u32(); err != nil {
+	return e.r.vec(func(uint32) error {
+		if _, err := e.r.u32(); err != nil { // how many
 			return err
 		}
-		if err := e.valType(); err != nil {
-			return err
-		}
-	}
-	return nil
+		return e.valType()
+	})
 }
 
 // rewriteNames renumbers the name section: function names (subsection 1),
