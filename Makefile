@@ -9,10 +9,11 @@ SDKABI    := filter/_sdkabi/build.sh
 FUZZTIME  ?= 30s
 SEED      ?= 1
 DURATION  ?= 10m
+KEDA      ?= localhost:9090
 # Go sources that go into the module (any change rebuilds it).
 FILTER_SRC := $(shell find filter messages -name '*.go' -not -name '*_test.go') filter/_sdkabi/build.sh go.mod go.sum
 
-.PHONY: help build build-tinygo test vet fuzz soak run run-envoy bench clean oci push
+.PHONY: help build build-tinygo test vet fuzz soak run run-keda run-envoy bench clean oci push
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -28,12 +29,14 @@ build-tinygo: ## build build/filter-tinygo.wasm with TinyGo (not tested here: Ti
 test: vet build ## vet, build the module, run every test (unit, fuzz seeds, e2e on the compiled module)
 	$(GO) test -count=1 ./...
 	cd messages && $(GO) test -count=1 ./...
+	cd scaler && $(GO) test -count=1 ./...
 
-vet: ## gofmt and go vet, both modules
+vet: ## gofmt and go vet, every module
 	@out="$$(gofmt -l $$(git ls-files -co --exclude-standard '*.go'))"; \
 	  if [[ -n "$$out" ]]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	cd messages && $(GO) vet ./...
+	cd scaler && $(GO) vet ./...
 	GOOS=wasip1 GOARCH=wasm $(GO) vet ./filter/...
 
 fuzz: ## run each fuzz target for FUZZTIME (default 30s)
@@ -49,6 +52,10 @@ soak: build ## run the e2e simulation TestSimAggregate on seeds SEED, SEED+1, â€
 run: build ## serve localhost:10000 through the compiled filter; flushes print as JSON lines (CONFIG=<json or file>, RUNFLAGS=-h for options)
 	$(GO) build -o build/reqcount-run ./e2e/cmd/reqcount-run
 	build/reqcount-run -wasm $(WASM) $(if $(CONFIG),-config '$(CONFIG)') $(RUNFLAGS)
+
+run-keda: build ## make run with reqcount-scaler, KEDA's external-push scaler, as the filter's cluster (gRPC on localhost:9090, KEDA=<addr> for another); a KEDA-like client prints what KEDA sees
+	$(GO) build -o build/reqcount-run ./e2e/cmd/reqcount-run
+	build/reqcount-run -wasm $(WASM) -keda '$(KEDA)' $(if $(CONFIG),-config '$(CONFIG)') $(RUNFLAGS)
 
 run-envoy: build ## the same with a real Envoy (>= 1.33) on PATH
 	envoy/run-envoy.sh

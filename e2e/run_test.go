@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sync"
 	"syscall"
 	"testing"
@@ -23,65 +24,9 @@ import (
 func TestRunCommand(t *testing.T) {
 	wasm := filterFile(t)
 	root := filepath.Dir(filepath.Dir(wasm))
-	bin := filepath.Join(t.TempDir(), "reqcount-run")
-	build := exec.Command("go", "build", "-o", bin, "./e2e/cmd/reqcount-run")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./e2e/cmd/reqcount-run: %v\n%s", err, out)
-	}
-
 	addr, adminAddr := freeAddr(t), freeAddr(t)
-	cmd := exec.Command(bin, "-listen", addr, "-wasm", wasm,
-		"-admin", adminAddr, "-bootstrap", filepath.Join(root, "envoy", "envoy.yaml"))
-	var stderr lockedBuffer
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	output := make(chan string, 16)
-	go func() {
-		// Read stdout to its end before Wait, as StdoutPipe requires.
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			output <- sc.Text()
-		}
-		close(output)
-		exited <- cmd.Wait()
-	}()
-	waited := false
-	t.Cleanup(func() {
-		if !waited {
-			_ = cmd.Process.Kill()
-			for range output { // unblock the reader
-			}
-			<-exited
-		}
-	})
-	lines := output
-	deadline := time.NewTimer(waitLimit)
-	defer deadline.Stop()
-
-	// Wait for the listener, or for the command to die trying.
-	for {
-		conn, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			conn.Close()
-			break
-		}
-		select {
-		case err := <-exited:
-			waited = true
-			t.Fatalf("reqcount-run exited before listening: %v\nstderr:\n%s", err, stderr.String())
-		case <-deadline.C:
-			t.Fatalf("reqcount-run not listening on %s within %v\nstderr:\n%s", addr, waitLimit, stderr.String())
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+	p := startRun(t, "-listen", addr, "-admin", adminAddr, "-bootstrap", filepath.Join(root, "envoy", "envoy.yaml"))
+	stderr, lines, exited, deadline := p.stderr, p.lines, p.exited, p.deadline
 
 	req, err := http.NewRequest(http.MethodGet, "http://"+addr+"/", nil)
 	if err != nil {
@@ -139,7 +84,7 @@ func TestRunCommand(t *testing.T) {
 		}
 	}
 
-	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+	if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
 	for {
@@ -152,13 +97,106 @@ func TestRunCommand(t *testing.T) {
 			}
 			lines = nil
 		case err := <-exited:
-			waited = true
+			p.waited = true
 			if err != nil {
 				t.Fatalf("reqcount-run after SIGINT: %v (want exit 0)\nstderr:\n%s", err, stderr.String())
 			}
 			return
 		case <-deadline.C:
 			t.Fatalf("reqcount-run still running %v after SIGINT\nstderr:\n%s", waitLimit, stderr.String())
+		}
+	}
+}
+
+// runProc is a reqcount-run started by startRun.
+type runProc struct {
+	stderr   *lockedBuffer
+	lines    chan string // stdout, line by line; closed at its end
+	exited   chan error  // Wait's result, once stdout ended
+	waited   bool        // exited was read
+	deadline *time.Timer // waitLimit from the start
+	cmd      *exec.Cmd
+}
+
+// startRun builds reqcount-run, starts it with -wasm build/filter.wasm and
+// args, and waits for args' -listen address to accept. The process is killed
+// when the test ends unless the test saw it exit.
+func startRun(t *testing.T, args ...string) *runProc {
+	t.Helper()
+	wasm := filterFile(t)
+	root := filepath.Dir(filepath.Dir(wasm))
+	bin := filepath.Join(t.TempDir(), "reqcount-run")
+	build := exec.Command("go", "build", "-o", bin, "./e2e/cmd/reqcount-run")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./e2e/cmd/reqcount-run: %v\n%s", err, out)
+	}
+	var addr string
+	for i, a := range args {
+		if a == "-listen" && i+1 < len(args) {
+			addr = args[i+1]
+		}
+	}
+	p := &runProc{stderr: &lockedBuffer{}, lines: make(chan string, 16), exited: make(chan error, 1),
+		deadline: time.NewTimer(waitLimit)}
+	p.cmd = exec.Command(bin, append([]string{"-wasm", wasm}, args...)...)
+	p.cmd.Dir = root
+	p.cmd.Stderr = p.stderr
+	stdout, err := p.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		// Read stdout to its end before Wait, as StdoutPipe requires.
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			p.lines <- sc.Text()
+		}
+		close(p.lines)
+		p.exited <- p.cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		p.deadline.Stop()
+		if !p.waited {
+			_ = p.cmd.Process.Kill()
+			for range p.lines { // unblock the reader
+			}
+			<-p.exited
+		}
+	})
+	// Wait for the listener, or for the command to die trying.
+	for {
+		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			conn.Close()
+			return p
+		}
+		select {
+		case err := <-p.exited:
+			p.waited = true
+			t.Fatalf("reqcount-run exited before listening: %v\nstderr:\n%s", err, p.stderr.String())
+		case <-p.deadline.C:
+			t.Fatalf("reqcount-run not listening on %s within %v\nstderr:\n%s", addr, waitLimit, p.stderr.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// waitStderr waits for re to match the command's stderr and returns the
+// match and its groups.
+func (p *runProc) waitStderr(t *testing.T, re *regexp.Regexp) []string {
+	t.Helper()
+	for {
+		if m := re.FindStringSubmatch(p.stderr.String()); m != nil {
+			return m
+		}
+		select {
+		case <-p.deadline.C:
+			t.Fatalf("stderr: no match for %s within %v:\n%s", re, waitLimit, p.stderr.String())
+		case <-time.After(10 * time.Millisecond):
 		}
 	}
 }

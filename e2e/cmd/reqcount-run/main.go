@@ -51,28 +51,48 @@ import (
 // requests are held while it is cold (the -cold demo).
 const DefaultConfig = `{"cluster":"collector","flush_interval":"1s","hold":["web.shop"]}`
 
+// DefaultKEDAConfig is the one with -keda: the same, with the scaler's
+// cluster.
+const DefaultKEDAConfig = `{"cluster":"reqcount-scaler","flush_interval":"1s","hold":["web.shop"]}`
+
 func main() {
-	wasm := flag.String("wasm", "build/filter.wasm", "compiled filter module")
-	listen := flag.String("listen", "localhost:10000", "address of the HTTP listener")
-	cfgArg := flag.String("config", DefaultConfig, "filter configuration: inline JSON, or the name of a file holding it")
-	workers := flag.Int("workers", 2, "worker VMs (Envoy's --concurrency)")
-	logLevel := flag.String("log-level", "info", "lowest filter log level printed: trace, debug, info, warn, error")
-	adminAddr := flag.String("admin", "localhost:9901", "address of the admin listener (/stats, /stats/prometheus); empty: none")
-	bootstrap := flag.String("bootstrap", "envoy/envoy.yaml", "Envoy bootstrap whose stats_config (tag extraction) the admin applies")
-	cold := flag.String("cold", "web.shop", "comma-separated svc.ns services that start scaled to zero (their cluster has no healthy host); empty: none")
-	upAfter := flag.Duration("up-after", 2*time.Second, "how long after a cold service's first report the collector, acting as the operator, brings it up")
+	var o options
+	flag.StringVar(&o.wasm, "wasm", "build/filter.wasm", "compiled filter module")
+	flag.StringVar(&o.listen, "listen", "localhost:10000", "address of the HTTP listener")
+	flag.StringVar(&o.config, "config", DefaultConfig, "filter configuration: inline JSON, or the name of a file holding it")
+	flag.IntVar(&o.workers, "workers", 2, "worker VMs (Envoy's --concurrency)")
+	flag.StringVar(&o.logLevel, "log-level", "info", "lowest filter log level printed: trace, debug, info, warn, error")
+	flag.StringVar(&o.admin, "admin", "localhost:9901", "address of the admin listener (/stats, /stats/prometheus); empty: none")
+	flag.StringVar(&o.bootstrap, "bootstrap", "envoy/envoy.yaml", "Envoy bootstrap whose stats_config (tag extraction) the admin applies")
+	flag.StringVar(&o.cold, "cold", "web.shop", "comma-separated svc.ns services that start scaled to zero (their cluster has no healthy host); empty: none")
+	flag.DurationVar(&o.upAfter, "up-after", 2*time.Second, "how long after a cold service's wake-up the operator (or KEDA, with -keda) has it up")
+	flag.StringVar(&o.keda, "keda", "", "serve the filter's cluster with reqcount-scaler instead of the collector, its KEDA gRPC on this address "+
+		"(make run-keda: localhost:9090); a KEDA-like client watches the -cold services and scales them")
+	flag.DurationVar(&o.kedaWindow, "keda-window", 30*time.Second, "with -keda: the ScaledObjects' window (activity and rate)")
+	flag.DurationVar(&o.kedaPoll, "keda-poll", 5*time.Second, "with -keda: the ScaledObjects' pollingInterval (GetMetrics, IsActive)")
 	flag.Parse()
 	log.SetFlags(0)
 	log.SetPrefix("reqcount-run: ")
-	if err := run(*wasm, *listen, *cfgArg, *workers, *logLevel, *adminAddr, *bootstrap, *cold, *upAfter); err != nil {
+	if err := run(o); err != nil {
 		log.Fatal(err)
 	}
+}
+
+// options are the command's flags.
+type options struct {
+	wasm, listen, config, logLevel, admin, bootstrap, cold string
+	workers                                                int
+	upAfter                                                time.Duration
+	keda                                                   string
+	kedaWindow, kedaPoll                                   time.Duration
 }
 
 // serviceCluster is the cluster Envoy (Istio) would route svc.ns to.
 func serviceCluster(key string) string { return "outbound|80||" + key + ".svc.cluster.local" }
 
-func run(wasmPath, listen, cfgArg string, workers int, logLevel, adminAddr, bootstrap, coldList string, upAfter time.Duration) error {
+func run(o options) error {
+	wasmPath, listen, cfgArg, workers, logLevel, adminAddr, bootstrap, coldList, upAfter :=
+		o.wasm, o.listen, o.config, o.workers, o.logLevel, o.admin, o.bootstrap, o.cold, o.upAfter
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -90,7 +110,17 @@ func run(wasmPath, listen, cfgArg string, workers int, logLevel, adminAddr, boot
 		}
 		defer adminLn.Close()
 	}
+	var kedaLn net.Listener
+	if o.keda != "" {
+		if kedaLn, err = net.Listen("tcp", o.keda); err != nil {
+			return fmt.Errorf("-keda %s: %w", o.keda, err)
+		}
+		defer kedaLn.Close()
+	}
 
+	if o.keda != "" && cfgArg == DefaultConfig {
+		cfgArg = DefaultKEDAConfig
+	}
 	pluginConfig, err := loadConfig(cfgArg)
 	if err != nil {
 		return err
@@ -122,35 +152,48 @@ func run(wasmPath, listen, cfgArg string, workers int, logLevel, adminAddr, boot
 		}
 	}
 	var hostp atomic.Pointer[wasmhost.Host]
-	var upOnce sync.Map
-	coll := collector.New(collector.Options{Batch: cfg.Mode == config.ModeBatch, Out: os.Stdout, Path: cfg.Path,
-		OnMessage: func(m messages.RequestCount) {
-			k := m.Svc + "." + m.Namespace
-			c, ok := cold[k]
-			if !ok {
-				return
-			}
-			if _, done := upOnce.LoadOrStore(k, true); done {
-				return
-			}
-			log.Printf("operator: %s woke up; scaling it up, ready in %v", k, upAfter)
-			time.AfterFunc(upAfter, func() {
-				if h := hostp.Load(); h != nil {
-					h.SetClusterHealthy(c, true)
-					log.Printf("operator: %s is up (its cluster has a healthy host)", k)
+	// The filter's cluster: the collector, acting as the operator, or with
+	// -keda reqcount-scaler, with a KEDA-like client as the operator.
+	var upstream, upstreamDesc string
+	var keda *kedaDemo
+	if kedaLn != nil {
+		if keda, err = startKEDA(ctx, kedaLn, o, cfg.WakeAfter, cold, &hostp); err != nil {
+			return err
+		}
+		defer keda.close()
+		upstream, upstreamDesc = keda.httpAddr, "reqcount-scaler at http://"+keda.httpAddr+cfg.Path
+	} else {
+		var upOnce sync.Map
+		coll := collector.New(collector.Options{Batch: cfg.Mode == config.ModeBatch, Out: os.Stdout, Path: cfg.Path,
+			OnMessage: func(m messages.RequestCount) {
+				k := m.Svc + "." + m.Namespace
+				c, ok := cold[k]
+				if !ok {
+					return
 				}
-			})
-		}})
-	if err := coll.Start("127.0.0.1:0"); err != nil {
-		return err
+				if _, done := upOnce.LoadOrStore(k, true); done {
+					return
+				}
+				log.Printf("operator: %s woke up; scaling it up, ready in %v", k, upAfter)
+				time.AfterFunc(upAfter, func() {
+					if h := hostp.Load(); h != nil {
+						h.SetClusterHealthy(c, true)
+						log.Printf("operator: %s is up (its cluster has a healthy host)", k)
+					}
+				})
+			}})
+		if err := coll.Start("127.0.0.1:0"); err != nil {
+			return err
+		}
+		defer coll.Close()
+		upstream, upstreamDesc = coll.Addr(), "the collector at "+coll.URL()
 	}
-	defer coll.Close()
 	backend, err := startBackend()
 	if err != nil {
 		return err
 	}
 	defer backend.Close()
-	clusters := map[string]string{cfg.Cluster: coll.Addr()}
+	clusters := map[string]string{cfg.Cluster: upstream}
 	var unhealthy []string
 	for _, c := range cold {
 		clusters[c] = backend.Addr().String()
@@ -187,16 +230,20 @@ func run(wasmPath, listen, cfgArg string, workers int, logLevel, adminAddr, boot
 	}
 	parser := key.NewParser(cfg.DefaultNamespace, cfg.ClusterDomain)
 	srv := &http.Server{Handler: &proxy{host: host, cold: cold, parser: parser}, ReadHeaderTimeout: 10 * time.Second}
-	log.Printf("listening on http://%s with %s (%d workers); flushes to cluster %q every %v go to the collector at %s",
-		ln.Addr(), wasmPath, workers, cfg.Cluster, cfg.FlushInterval, coll.URL())
+	log.Printf("listening on http://%s with %s (%d workers); flushes to cluster %q every %v go to %s",
+		ln.Addr(), wasmPath, workers, cfg.Cluster, cfg.FlushInterval, upstreamDesc)
 	log.Printf("try: curl -H 'Host: web.shop' http://%s/  (the key is the Host: web.shop is service web in namespace shop; "+
 		"a plain curl localhost:<port>/ counts service \"localhost\" in namespace %q; an IP address is not counted: reqcount.requests_uncounted.ip_literal)",
 		listen, cfg.DefaultNamespace)
 	if cfg.FlushInterval < config.DefaultFlushInterval {
 		log.Printf("flush_interval %v for the demo; the default, and the examples in envoy/, use %v (README, Sizing)", cfg.FlushInterval, config.DefaultFlushInterval)
 	}
+	who := "the operator"
+	if keda != nil {
+		who = "KEDA"
+	}
 	for k := range cold {
-		log.Printf("%s starts scaled to zero: its first requests wait in the filter (hold) until the operator brings it up, %v after the wake-up", k, upAfter)
+		log.Printf("%s starts scaled to zero: its first requests wait in the filter (hold) until %s brings it up, %v after the wake-up", k, who, upAfter)
 	}
 
 	go func() { errc <- srv.Serve(ln) }()
