@@ -154,6 +154,8 @@ func checkDocument(js []byte) (kind, error) {
 			return kindMesh, checkIstioOperator(top)
 		case kindElastiService:
 			return kindScaler, checkElastiService(top)
+		case kindNamespace, kindDeployment, kindService, kindScaledObject:
+			return checkKubernetesKind(k, js)
 		}
 		return kindWasmPlugin, checkWasmPlugin(top)
 	}

@@ -62,14 +62,19 @@ func (t Target) MetricName() string {
 	return "reqcount-" + t.Key.Namespace + "-" + t.Key.Service
 }
 
-// parseRef reads ref's scalerMetadata. Every problem is an InvalidArgument
-// whose message starts with the field's name; limits come from the store
-// (window at most its MaxWindow, a whole number of its buckets).
+// parseRef reads ref's scalerMetadata with the store's limits.
 func parseRef(ref *pb.ScaledObjectRef, st *store.Store) (Target, error) {
 	if ref == nil {
 		return Target{}, invalid("scaledObjectRef", "missing")
 	}
-	md := ref.GetScalerMetadata()
+	return ParseTrigger(ref.GetScalerMetadata(), ref.GetNamespace(), st.MaxWindow(), st.Resolution())
+}
+
+// ParseTrigger reads a trigger's scalerMetadata md, for a ScaledObject in
+// namespace, as a scaler with the given -max-window and -resolution does.
+// Every problem is an error (an InvalidArgument status, as gRPC answers it)
+// whose message starts with scalerMetadata.<field>.
+func ParseTrigger(md map[string]string, namespace string, maxWindow, res time.Duration) (Target, error) {
 	for _, k := range slices.Sorted(maps.Keys(md)) {
 		if !kedaFields[k] && !slices.Contains(ourFields, strings.TrimSuffix(k, "FromEnv")) {
 			return Target{}, invalid(k, "unknown field; the scaler reads "+strings.Join(ourFields, ", ")+
@@ -93,7 +98,7 @@ func parseRef(ref *pb.ScaledObjectRef, st *store.Store) (Target, error) {
 	}
 	ns, ok := get(FieldNamespace)
 	if !ok || ns == "" {
-		ns = ref.GetNamespace()
+		ns = namespace
 	}
 	switch {
 	case ns == "":
@@ -121,7 +126,6 @@ func parseRef(ref *pb.ScaledObjectRef, st *store.Store) (Target, error) {
 		}
 		t.Window = d
 	}
-	res, maxWindow := st.Resolution(), st.MaxWindow()
 	switch {
 	case t.Window < res || t.Window > maxWindow:
 		return Target{}, invalid(FieldWindow, fmt.Sprintf("%v: want %v to %v (the scaler's -max-window)", t.Window, res, maxWindow))

@@ -20,12 +20,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
-	"github.com/reqcount/reqcount/scaler/external"
-	"github.com/reqcount/reqcount/scaler/ingest"
 	"github.com/reqcount/reqcount/scaler/server"
-	"github.com/reqcount/reqcount/scaler/store"
 )
 
 func main() {
@@ -37,47 +33,32 @@ func main() {
 
 func run(args []string) error {
 	fs := flag.NewFlagSet("reqcount-scaler", flag.ContinueOnError)
-	httpAddr := fs.String("http", ":8080", "address of the HTTP listener: the request-count path, /healthz, /readyz, /metrics")
-	grpcAddr := fs.String("grpc", ":9090", "address of KEDA's external scaler (gRPC); the trigger's scalerAddress")
-	path := fs.String("path", ingest.DefaultPath, "path of the request-count endpoint (the filter's `path`)")
-	maxBody := fs.Int64("max-body", ingest.DefaultMaxBody, "largest request body accepted, in bytes (larger: 413)")
-	maxTargets := fs.Int("max-targets", store.DefaultMaxTargets, "most targets (service, namespace) held; a body naming more new ones is answered 503")
-	maxWindow := fs.Duration("max-window", store.DefaultMaxWindow, "longest window a trigger may ask for; a target with no report for this long is forgotten")
-	resolution := fs.Duration("resolution", store.DefaultResolution, "width of a count bucket; -max-window must be a whole number of them")
-	maxStreams := fs.Int("max-streams", external.DefaultMaxStreams, "most open StreamIsActive streams (one per ScaledObject trigger)")
-	shutdown := fs.Duration("shutdown-timeout", 10*time.Second, "longest graceful shutdown")
-	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	var f server.Flags
+	f.Register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return fmt.Errorf("-log-level: %w", err)
-	}
-	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-
-	srv, err := server.New(server.Options{
-		Store:           store.Options{MaxTargets: *maxTargets, MaxWindow: *maxWindow, Resolution: *resolution},
-		Ingest:          ingest.Options{Path: *path, MaxBody: *maxBody},
-		External:        external.Options{MaxStreams: *maxStreams},
-		ShutdownTimeout: *shutdown,
-		Log:             log,
-	})
+	opts, level, err := f.Options()
 	if err != nil {
-		return fmt.Errorf("-max-targets, -max-window, -resolution: %w", err)
+		return err
+	}
+	opts.Log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	srv, err := server.New(opts)
+	if err != nil {
+		return err
 	}
 	// Both ports before serving, each error naming its flag.
-	httpLn, err := net.Listen("tcp", *httpAddr)
+	httpLn, err := net.Listen("tcp", f.HTTP)
 	if err != nil {
-		return fmt.Errorf("-http %s: %w", *httpAddr, err)
+		return fmt.Errorf("-http %s: %w", f.HTTP, err)
 	}
-	grpcLn, err := net.Listen("tcp", *grpcAddr)
+	grpcLn, err := net.Listen("tcp", f.GRPC)
 	if err != nil {
 		httpLn.Close()
-		return fmt.Errorf("-grpc %s: %w", *grpcAddr, err)
+		return fmt.Errorf("-grpc %s: %w", f.GRPC, err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
