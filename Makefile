@@ -13,7 +13,7 @@ KEDA      ?= localhost:9090
 # Go sources that go into the module (any change rebuilds it).
 FILTER_SRC := $(shell find filter messages -name '*.go' -not -name '*_test.go') filter/_sdkabi/build.sh go.mod go.sum
 
-.PHONY: help build build-tinygo test vet fuzz soak run run-keda run-envoy bench clean oci push
+.PHONY: help build build-tinygo test vet fuzz soak run run-keda run-envoy bench clean oci push dashboard
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -76,6 +76,9 @@ endif
 
 push: build ## push the image of `make oci` to IMAGE=<registry>/<repository>:<tag> (docker login credentials)
 	$(GO) run ./envoy/oci/cmd/reqcount-oci -wasm $(WASM) -layout build/oci -tar build/reqcount.oci.tar -push '$(IMAGE)'
+
+dashboard: ## regenerate the Grafana dashboard envoy/grafana/reqcount.json from its generator (envoy/grafana)
+	$(GO) run ./envoy/grafana/cmd/reqcount-dashboard -o envoy/grafana/reqcount.json
 
 clean: ## remove build outputs
 	rm -rf build

@@ -111,6 +111,43 @@ spec:
         threshold: "0.01"
 `
 
+const goodSecret = `
+apiVersion: v1
+kind: Secret
+metadata: { name: pull, namespace: shop }
+type: kubernetes.io/dockerconfigjson
+stringData:
+  .dockerconfigjson: '{"auths": {"ghcr.io": {"auth": "dXNlcjp0b2tlbg=="}}}'
+`
+
+const goodPodMonitor = `
+apiVersion: monitoring.coreos.com/v1
+kind: PodMonitor
+metadata: { name: proxies, namespace: monitoring }
+spec:
+  selector:
+    matchExpressions:
+      - { key: istio-prometheus-ignore, operator: DoesNotExist }
+  namespaceSelector:
+    any: true
+  podMetricsEndpoints:
+    - port: http-envoy-prom
+      path: /stats/prometheus
+      relabelings:
+        - action: keep
+          sourceLabels: [__meta_kubernetes_pod_container_name]
+          regex: istio-proxy
+        - action: replace
+          sourceLabels: [__address__, __meta_kubernetes_pod_annotation_prometheus_io_port]
+          regex: (.+):\d+;(\d+)
+          replacement: $1:$2
+          targetLabel: __address__
+      metricRelabelings:
+        - action: keep
+          sourceLabels: [__name__]
+          regex: reqcount_.+
+`
+
 // edit is one textual change to a good document.
 type edit struct{ old, new string }
 
@@ -306,6 +343,141 @@ func TestChecksFail(t *testing.T) {
 			name: "scale target kind", base: goodElastiService,
 			edits:   []edit{{"kind: Deployment", "kind: DaemonSet"}},
 			wantErr: "scaleTargetRef",
+		},
+
+		// Kubernetes Secret (an image pull secret).
+		{name: "good Secret passes", base: goodSecret},
+		{name: "Secret with data, not stringData, passes", base: goodSecret,
+			edits: []edit{{"stringData:\n  .dockerconfigjson: '{\"auths\": {\"ghcr.io\": {\"auth\": \"dXNlcjp0b2tlbg==\"}}}'",
+				"data:\n  .dockerconfigjson: eyJhdXRocyI6IHsiZ2hjci5pbyI6IHsiYXV0aCI6ICJkWE5sY2pwMGIydGxiZz09In19fQ=="}}},
+		{
+			name: "Secret of another type", base: goodSecret,
+			edits:   []edit{{"type: kubernetes.io/dockerconfigjson", "type: Opaque"}},
+			wantErr: `type "Opaque"`,
+		},
+		{
+			name: "unknown Secret field", base: goodSecret,
+			edits:   []edit{{"stringData:", "stringdata:"}},
+			wantErr: `unknown field "stringdata"`,
+		},
+		{
+			name: "Secret without a namespace", base: goodSecret,
+			edits:   []edit{{"namespace: shop", "labels: {}"}},
+			wantErr: "metadata needs a name and a namespace",
+		},
+		{
+			name: "no .dockerconfigjson", base: goodSecret,
+			edits:   []edit{{"  .dockerconfigjson:", "  config.json:"}},
+			wantErr: "no .dockerconfigjson",
+		},
+		{
+			name: "auth not base64 of user:password", base: goodSecret,
+			edits:   []edit{{"dXNlcjp0b2tlbg==", "user:token"}},
+			wantErr: "not base64 of <user>:<password>",
+		},
+		{
+			name: "auths key with a scheme and path", base: goodSecret,
+			edits:   []edit{{`"ghcr.io"`, `"https://ghcr.io/v2/"`}},
+			wantErr: "without a scheme or path",
+		},
+		{
+			name: "unknown docker config field", base: goodSecret,
+			edits:   []edit{{`{"auths"`, `{"credHelpers": {}, "auths"`}},
+			wantErr: `unknown field "credHelpers"`,
+		},
+		{
+			name: "no registry in auths", base: goodSecret,
+			edits:   []edit{{`{"ghcr.io": {"auth": "dXNlcjp0b2tlbg=="}}`, `{}`}},
+			wantErr: "no registry in auths",
+		},
+		{
+			name: "registry without credentials", base: goodSecret,
+			edits:   []edit{{`{"auth": "dXNlcjp0b2tlbg=="}`, `{"email": "a@b.c"}`}},
+			wantErr: "has no credentials",
+		},
+
+		// Prometheus Operator PodMonitor.
+		{name: "good PodMonitor passes", base: goodPodMonitor},
+		{
+			name: "wrong PodMonitor apiVersion", base: goodPodMonitor,
+			edits:   []edit{{"monitoring.coreos.com/v1", "monitoring.coreos.com/v1alpha1"}},
+			wantErr: "apiVersion",
+		},
+		{
+			name: "unknown PodMonitor field", base: goodPodMonitor,
+			edits:   []edit{{"  podMetricsEndpoints:", "  podMetricEndpoints:"}},
+			wantErr: `unknown field "spec.podMetricEndpoints"`,
+		},
+		{
+			name: "unknown endpoint field", base: goodPodMonitor,
+			edits:   []edit{{"      path: /stats/prometheus", "      metricsPath: /stats/prometheus"}},
+			wantErr: `unknown field "spec.podMetricsEndpoints[0].metricsPath"`,
+		},
+		{
+			name: "no endpoint", base: goodPodMonitor,
+			edits:   []edit{{goodPodMonitor[strings.Index(goodPodMonitor, "  podMetricsEndpoints:\n"):], "  podMetricsEndpoints: []\n"}},
+			wantErr: "podMetricsEndpoints: none",
+		},
+		{
+			name: "path of plain Prometheus", base: goodPodMonitor,
+			edits:   []edit{{"path: /stats/prometheus", "path: /metrics"}},
+			wantErr: "want http://10.8.0.7:15020/stats/prometheus",
+		},
+		{
+			name: "https", base: goodPodMonitor,
+			edits:   []edit{{"      path: /stats/prometheus", "      path: /stats/prometheus\n      scheme: https"}},
+			wantErr: "scraped at https://",
+		},
+		{
+			name: "Envoy's own port, not the merged one", base: goodPodMonitor,
+			edits:   []edit{{"targetLabel: __address__", "targetLabel: __address_orig__"}},
+			wantErr: "scraped at http://10.8.0.7:15090/stats/prometheus",
+		},
+		{
+			name: "an address regex that breaks on IPv6", base: goodPodMonitor,
+			edits:   []edit{{`(.+):\d+;(\d+)`, `([^:]+)(?::\d+)?;(\d+)`}},
+			wantErr: "frontend-7d4b9c-v6v6v",
+		},
+		{
+			name: "no port: every port of the gateway's proxy", base: goodPodMonitor,
+			edits:   []edit{{"    - port: http-envoy-prom\n      path:", "    - path:"}},
+			wantErr: "istio-ingressgateway-6c8d-abcde gives 4 targets",
+		},
+		{
+			name: "no container keep: the application's ports too", base: goodPodMonitor,
+			edits: []edit{{"    - port: http-envoy-prom\n      path:", "    - path:"},
+				{"        - action: keep\n          sourceLabels: [__meta_kubernetes_pod_container_name]\n          regex: istio-proxy\n", ""}},
+			wantErr: "gives 4 targets",
+		},
+		{
+			name: "selector that misses the workloads", base: goodPodMonitor,
+			edits:   []edit{{"    matchExpressions:\n      - { key: istio-prometheus-ignore, operator: DoesNotExist }", "    matchLabels: { istio: ingressgateway }"}},
+			wantErr: "frontend-7d4b9c-x2x4q gives 0 targets",
+		},
+		{
+			name: "only the PodMonitor's own namespace", base: goodPodMonitor,
+			edits:   []edit{{"    any: true", "    matchNames: []"}},
+			wantErr: "gives 0 targets",
+		},
+		{
+			name: "bad selector operator", base: goodPodMonitor,
+			edits:   []edit{{"operator: DoesNotExist", "operator: Absent"}},
+			wantErr: "spec.selector",
+		},
+		{
+			name: "replace without a target label", base: goodPodMonitor,
+			edits:   []edit{{"          targetLabel: __address__\n", ""}},
+			wantErr: "requires 'target_label'",
+		},
+		{
+			name: "relabel regex that does not compile", base: goodPodMonitor,
+			edits:   []edit{{"regex: istio-proxy", "regex: istio-proxy("}},
+			wantErr: "relabelings[0].regex",
+		},
+		{
+			name: "metricRelabelings drop the filter's series", base: goodPodMonitor,
+			edits:   []edit{{"regex: reqcount_.+", "regex: istio_.+"}},
+			wantErr: "metricRelabelings drop or rename reqcount_requests_total",
 		},
 
 		// Istio WasmPlugin.

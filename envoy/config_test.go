@@ -68,8 +68,10 @@ func TestExampleConfigs(t *testing.T) {
 		name := d.Name()
 		switch {
 		case strings.HasSuffix(name, ".yaml"), strings.HasSuffix(name, ".yml"):
-		case strings.HasSuffix(name, ".go"), name == "README.md", strings.HasSuffix(name, ".sh"):
-			return nil // code and docs, not configs
+		case strings.HasSuffix(name, ".go"), strings.HasSuffix(name, ".md"), strings.HasSuffix(name, ".sh"):
+			return nil // code and docs, not configs (TestPromQL reads the docs' queries)
+		case filepath.Dir(path) == "grafana" && strings.HasSuffix(name, ".json"):
+			return nil // a Grafana dashboard: envoy/grafana's tests and TestPromQL check it
 		default:
 			// A config in another format would silently go unchecked.
 			t.Errorf("%s: not a file this test knows how to check: make it YAML, or teach the test", path)
@@ -95,8 +97,9 @@ func TestExampleConfigs(t *testing.T) {
 	}
 	// Guards against the walk finding nothing (wrong directory, renamed files). A
 	// file that failed above is not in seen: its own error says enough.
-	if !t.Failed() && (seen[kindBootstrap] < 2 || seen[kindWasmPlugin] < 1 || seen[kindMesh] < 1 || seen[kindScaler] < 1) {
-		t.Errorf("checked %v; want at least 2 Envoy bootstraps, 1 Istio WasmPlugin, 1 IstioOperator and 1 ElastiService", seen)
+	if !t.Failed() && (seen[kindBootstrap] < 2 || seen[kindWasmPlugin] < 1 || seen[kindMesh] < 1 || seen[kindScaler] < 1 ||
+		seen[kindSecret] < 1 || seen[kindPodMonitor] < 1) {
+		t.Errorf("checked %v; want at least 2 Envoy bootstraps, 1 Istio WasmPlugin, 1 IstioOperator, 1 ElastiService, 1 Secret and 1 PodMonitor", seen)
 	}
 }
 
@@ -154,6 +157,11 @@ func checkDocument(js []byte) (kind, error) {
 			return kindMesh, checkIstioOperator(top)
 		case kindElastiService:
 			return kindScaler, checkElastiService(top)
+		case "Secret":
+			_, _, err := checkSecret(js)
+			return kindSecret, err
+		case "PodMonitor":
+			return kindPodMonitor, checkPodMonitor(js)
 		case kindNamespace, kindDeployment, kindService, kindScaledObject:
 			return checkKubernetesKind(k, js)
 		}
@@ -303,7 +311,7 @@ func checkWasmPlugin(top map[string]json.RawMessage) error {
 	var kind string
 	_ = json.Unmarshal(top["kind"], &kind)
 	if kind != istioKind {
-		return fmt.Errorf("kind %q is not one this test checks (only %s, %s, %s and Envoy bootstraps): teach the test, or keep the file out of envoy/", kind, istioKind, kindIstioOperator, kindElastiService)
+		return fmt.Errorf("kind %q is not one this test checks (only %s, %s, %s, Secret, PodMonitor and Envoy bootstraps): teach the test, or keep the file out of envoy/", kind, istioKind, kindIstioOperator, kindElastiService)
 	}
 	// A WasmPlugin's namespace decides where it applies: checkObject wants one.
 	if err := checkObject(top, istioAPIVersion); err != nil {

@@ -274,9 +274,9 @@ func TestKEDAManifests(t *testing.T) {
 // TestKEDAManifestChecksFail: each case breaks the example in one way.
 func TestKEDAManifestChecksFail(t *testing.T) {
 	for _, tc := range []struct {
-		name  string
+		name    string
 		breakIt func(*kedaExample)
-		want  string
+		want    string
 	}{
 		{"unknown flag", func(ex *kedaExample) { ex.container().Args = append(ex.container().Args, "-max-keys=5") }, "-max-keys"},
 		{"grpc port not the flag's", func(ex *kedaExample) { ex.container().Ports[1].ContainerPort = 9999 }, "-grpc"},
@@ -307,7 +307,9 @@ func TestKEDAManifestChecksFail(t *testing.T) {
 	}
 }
 
-func (ex *kedaExample) container() *corev1.Container { return &ex.deployment.Spec.Template.Spec.Containers[0] }
+func (ex *kedaExample) container() *corev1.Container {
+	return &ex.deployment.Spec.Template.Spec.Containers[0]
+}
 
 func checkKEDAExample(ex kedaExample) error {
 	c := ex.container()

@@ -1,7 +1,6 @@
 package envoy_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +11,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
+	kjson "sigs.k8s.io/json"
 
 	"github.com/reqcount/reqcount/e2e/admin"
 	"github.com/reqcount/reqcount/messages"
@@ -158,11 +158,16 @@ type prometheusMetadata struct {
 	Headers       map[string]string `json:"headers"`
 }
 
-// decodeStrict decodes js into v, refusing unknown fields.
+// decodeStrict decodes js into v the way the Kubernetes API server reads an
+// object (sigs.k8s.io/json): field names are case-sensitive (encoding/json
+// would take "stringdata" for stringData), unknown and duplicate fields are
+// refused.
 func decodeStrict(js []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(js))
-	dec.DisallowUnknownFields()
-	return dec.Decode(v)
+	strict, err := kjson.UnmarshalStrict(js, v)
+	if err != nil {
+		return err
+	}
+	return errors.Join(strict...)
 }
 
 // checkElastiService checks an ElastiService against the CRD's fields and

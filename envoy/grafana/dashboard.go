@@ -1,0 +1,253 @@
+// Package grafana builds the reqcount Grafana dashboard (reqcount.json) with
+// the Grafana Foundation SDK: the per-service request rate the scalers query,
+// the reports to the operator (wake-ups, calls by outcome, counts put back),
+// the keys and what overflowed, the worker VMs' memory, and the hold.
+//
+// The metric names are what Envoy's /stats/prometheus exposes for the filter's
+// stats (README, "Metrics"): "wasmcustom." stripped, no "envoy_" prefix, dots
+// as underscores, counters without a "_total" suffix; the per-service counter
+// reqcount_requests_total carries destination_service_name and
+// destination_service_namespace once the stats tags are set
+// (envoy/istio/mesh-stats.yaml). The test of this package checks every name
+// against what the compiled module defines.
+//
+// Regenerate the committed file with `make dashboard`.
+package grafana
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+
+	"github.com/grafana/grafana-foundation-sdk/go/cog"
+	"github.com/grafana/grafana-foundation-sdk/go/common"
+	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
+	"github.com/grafana/grafana-foundation-sdk/go/prometheus"
+	"github.com/grafana/grafana-foundation-sdk/go/timeseries"
+)
+
+// UID is the dashboard's uid: a stable one, so that importing a newer
+// reqcount.json replaces the older dashboard instead of adding a copy.
+const UID = "reqcount"
+
+// File is the dashboard's path from the repository root, where `make
+// dashboard` writes it.
+const File = "envoy/grafana/reqcount.json"
+
+// Variable names. The destination's namespace and service filter the
+// per-service panel; the others have no per-service labels.
+const (
+	varDatasource = "datasource"
+	varNamespace  = "namespace"
+	varService    = "service"
+)
+
+// perService selects the per-service counter for the chosen namespaces and
+// services.
+const perService = `reqcount_requests_total{destination_service_namespace=~"$namespace",destination_service_name=~"$service"}`
+
+// rateWindow is the range of every rate: Grafana's $__rate_interval, at least
+// four scrape intervals. With panelInterval as the panels' minimum interval it
+// is never below 1m, two flush intervals at the default 30s: the counters
+// advance once per flush interval (README, Caveats).
+const (
+	rateWindow    = "$__rate_interval"
+	panelInterval = "1m"
+)
+
+// rate is the per-second rate of a counter, summed over every proxy.
+func rate(metric string) string {
+	return fmt.Sprintf("sum(rate(%s[%s]))", metric, rateWindow)
+}
+
+// datasource is the Prometheus data source the dashboard's variable picks.
+func datasource() common.DataSourceRef {
+	return common.DataSourceRef{Type: cog.ToPtr("prometheus"), Uid: cog.ToPtr("${" + varDatasource + "}")}
+}
+
+// query is one panel target: a PromQL expression and its legend.
+type query struct {
+	expr, legend string
+}
+
+// ids hands out panel ids, rows included, in dashboard order: Grafana wants
+// them unique within a dashboard.
+type ids uint32
+
+func (n *ids) next() uint32 { *n++; return uint32(*n) }
+
+// row starts a row of panels.
+func (n *ids) row(title string) *dashboard.RowBuilder {
+	return dashboard.NewRowBuilder(title).Id(n.next())
+}
+
+// panel is a time series panel of width w (of 24) with the given queries, one
+// legend entry per query.
+func (n *ids) panel(title, description, unit string, w uint32, queries ...query) *timeseries.PanelBuilder {
+	p := timeseries.NewPanelBuilder().
+		Id(n.next()).
+		Title(title).
+		Description(description).
+		Datasource(datasource()).
+		Unit(unit).
+		Min(0).
+		Interval(panelInterval).
+		Span(w).
+		Height(8).
+		Legend(common.NewVizLegendOptionsBuilder().
+			ShowLegend(true).
+			DisplayMode(common.LegendDisplayModeList).
+			Placement(common.LegendPlacementBottom)).
+		Tooltip(common.NewVizTooltipOptionsBuilder().
+			Mode(common.TooltipDisplayModeMulti).
+			Sort(common.SortOrderDescending))
+	for i, q := range queries {
+		p.WithTarget(prometheus.NewDataqueryBuilder().
+			Datasource(datasource()).
+			RefId(string(rune('A' + i))).
+			Expr(q.expr).
+			LegendFormat(q.legend))
+	}
+	return p
+}
+
+// Dashboard builds the reqcount dashboard.
+func Dashboard() (dashboard.Dashboard, error) {
+	uncounted := []query{{rate("reqcount_requests_counted"), "counted"}}
+	for _, reason := range []string{"missing", "ip_literal", "bad_shape", "bad_label", "excluded"} {
+		uncounted = append(uncounted, query{rate("reqcount_requests_uncounted_" + reason), "not counted: " + reason})
+	}
+	uncounted = append(uncounted, query{rate("reqcount_requests_ignored"), "ignored (ignore_paths, ignore_user_agents)"})
+
+	holdTime := func(q string) string {
+		return fmt.Sprintf("histogram_quantile(%s, sum by (le) (rate(reqcount_hold_time_ms_bucket[%s])))", q, rateWindow)
+	}
+
+	var n ids
+	return dashboard.NewDashboardBuilder("reqcount").
+		Uid(UID).
+		Description("Requests per destination service counted by the reqcount Envoy filter, its reports to the scale-to-zero operator, and its cost. Generated by envoy/grafana (make dashboard).").
+		Tags([]string{"reqcount", "envoy", "istio", "scale-to-zero"}).
+		Editable().
+		Tooltip(dashboard.DashboardCursorSyncCrosshair).
+		Refresh("30s").
+		Time("now-1h", "now").
+		Timezone(common.TimeZoneBrowser).
+		WithVariable(dashboard.NewDatasourceVariableBuilder(varDatasource).
+			Label("Prometheus").
+			Type("prometheus")).
+		WithVariable(dashboard.NewQueryVariableBuilder(varNamespace).
+			Label("Destination namespace").
+			Datasource(datasource()).
+			Query(dashboard.StringOrMap{String: cog.ToPtr("label_values(reqcount_requests_total, destination_service_namespace)")}).
+			Refresh(dashboard.VariableRefreshOnTimeRangeChanged).
+			Sort(dashboard.VariableSortAlphabeticalAsc).
+			Multi(true).
+			IncludeAll(true).
+			AllValue(".*")).
+		WithVariable(dashboard.NewQueryVariableBuilder(varService).
+			Label("Destination service").
+			Datasource(datasource()).
+			Query(dashboard.StringOrMap{String: cog.ToPtr(`label_values(reqcount_requests_total{destination_service_namespace=~"$namespace"}, destination_service_name)`)}).
+			Refresh(dashboard.VariableRefreshOnTimeRangeChanged).
+			Sort(dashboard.VariableSortAlphabeticalAsc).
+			Multi(true).
+			IncludeAll(true).
+			AllValue(".*")).
+		WithRow(n.row("Requests")).
+		WithPanel(n.panel("Requests per service",
+			"reqcount_requests_total per destination service, summed over every proxy that runs the filter: what the scalers query. "+
+				"It advances once per flush interval (30s by default), so short windows look jagged.",
+			"reqps", 16,
+			query{fmt.Sprintf("sum by (destination_service_namespace, destination_service_name) (rate(%s[%s]))", perService, rateWindow),
+				"{{destination_service_name}}.{{destination_service_namespace}}"})).
+		WithPanel(n.panel("Requests counted and not",
+			"Every request the filter saw, by what became of it (all services).",
+			"reqps", 8, uncounted...)).
+		WithRow(n.row("Reports to the operator")).
+		WithPanel(n.panel("Wake-ups",
+			"First requests of a key idle for wake_after, reported at once; failed: refused or not delivered (the count goes with the key's next report).",
+			"ops", 8,
+			query{rate("reqcount_flush_wakeups_sent"), "sent"},
+			query{rate("reqcount_flush_wakeups_failed"), "failed"})).
+		WithPanel(n.panel("Report calls by outcome",
+			"Calls to the operator's cluster: delivered is a 2xx; rejected another status (Envoy's own 503 and 504 included); reset no answer; abandoned no answer in time; dispatch errors refused by Envoy.",
+			"ops", 8,
+			query{rate("reqcount_flush_calls_sent"), "sent"},
+			query{rate("reqcount_flush_calls_delivered"), "delivered"},
+			query{rate("reqcount_flush_calls_rejected"), "rejected"},
+			query{rate("reqcount_flush_calls_reset"), "reset"},
+			query{rate("reqcount_flush_calls_abandoned"), "abandoned"},
+			query{rate("reqcount_flush_dispatch_errors"), "dispatch errors"})).
+		WithPanel(n.panel("Counts sent, delivered, requeued",
+			"Requests carried by the reports. Requeued: put back after a failed call, sent again with the key's next report. "+
+				"Taken over: sent again after a lease holder's VM died (an upper bound of duplicates). Shared data errors are retried on the next tick.",
+			"cps", 8,
+			query{rate("reqcount_flush_counts_sent"), "sent"},
+			query{rate("reqcount_flush_counts_delivered"), "delivered"},
+			query{rate("reqcount_flush_counts_requeued"), "requeued"},
+			query{rate("reqcount_aggregate_counts_taken_over"), "taken over"},
+			query{rate("reqcount_aggregate_shared_data_errors"), "shared data errors"})).
+		WithRow(n.row("Keys and memory")).
+		WithPanel(n.panel("Keys",
+			"Keys (svc, namespace) held: summed over every proxy, and the most in one proxy (all its workers; max_keys bounds each worker).",
+			"short", 8,
+			query{"sum(reqcount_keys)", "all proxies"},
+			query{"max(reqcount_keys)", "most in one proxy"})).
+		WithPanel(n.panel("Keys evicted and overflow",
+			"Evicted: idle keys dropped. Requests overflow: requests of a new key beyond max_keys, not counted. Series overflow and failed: requests left out of the per-service counter (beyond max_keys of them, or refused by Envoy).",
+			"reqps", 8,
+			query{rate("reqcount_keys_evicted"), "keys evicted"},
+			query{rate("reqcount_requests_overflow"), "requests overflow"},
+			query{rate("reqcount_series_overflow"), "series overflow"},
+			query{rate("reqcount_series_failed"), "series failed"})).
+		WithPanel(n.panel("VM memory per worker VM",
+			"Each worker VM adds its Go runtime's figures to the gauges: divided by reqcount_vm_instances, the mean over every VM, and the largest proxy's mean.",
+			"bytes", 8,
+			query{"sum(reqcount_vm_memory_bytes) / sum(reqcount_vm_instances)", "memory, mean per VM"},
+			query{"sum(reqcount_vm_heap_bytes) / sum(reqcount_vm_instances)", "heap, mean per VM"},
+			query{"max(reqcount_vm_memory_bytes / reqcount_vm_instances)", "memory, largest proxy's mean per VM"})).
+		WithPanel(n.panel("Worker VMs and GC cycles",
+			"Worker VMs running the filter, and the GC cycles they have run (running totals over the VMs that run; collected: the cycles the filter's GC pacer started).",
+			"short", 24,
+			query{"sum(reqcount_vm_instances)", "VMs"},
+			query{"sum(reqcount_vm_gc_cycles)", "GC cycles"},
+			query{"sum(reqcount_vm_gc_collected)", "GC cycles by the pacer"})).
+		WithRow(n.row("Hold (cold services' requests)")).
+		WithPanel(n.panel("Held requests",
+			"Requests of hold keys held while their service was not known ready, and how each hold ended: resumed (ready), timed out (hold_timeout), abandoned (client gone), released (shutdown); over bound: not held, beyond hold_max.",
+			"reqps", 8,
+			query{rate("reqcount_hold_held"), "held"},
+			query{rate("reqcount_hold_resumed"), "resumed"},
+			query{rate("reqcount_hold_timed_out"), "timed out"},
+			query{rate("reqcount_hold_abandoned"), "abandoned"},
+			query{rate("reqcount_hold_released"), "released"},
+			query{rate("reqcount_hold_over_bound"), "over bound"})).
+		WithPanel(n.panel("Held now",
+			"Requests held at this moment, summed over every proxy.",
+			"short", 8,
+			query{"sum(reqcount_hold_held_now)", "held now"})).
+		WithPanel(n.panel("Hold time",
+			"How long held requests waited (reqcount_hold_time_ms, Envoy's default buckets).",
+			"ms", 8,
+			query{holdTime("0.5"), "p50"},
+			query{holdTime("0.99"), "p99"})).
+		Build()
+}
+
+// JSON is the dashboard as the committed reqcount.json holds it: indented by
+// two spaces, ending in a newline.
+func JSON() ([]byte, error) {
+	d, err := Dashboard()
+	if err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false) // PromQL's && and <, legends' {{…}}: as written
+	if err := enc.Encode(d); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
