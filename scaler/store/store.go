@@ -36,7 +36,7 @@ func (k Key) String() string { return k.Service + "." + k.Namespace }
 // Defaults of Options.
 const (
 	DefaultMaxTargets = 10000
-	DefaultMaxWindow  = 10 * time.Minute
+	DefaultMaxWindow  = 5 * time.Minute
 	DefaultResolution = time.Second
 )
 

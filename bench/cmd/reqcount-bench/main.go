@@ -128,6 +128,9 @@ func (p *phaseTimer) end() {
 }
 
 func main() {
+	if serveRole() {
+		return
+	}
 	o, err := parseFlags(os.Args[1:])
 	if err == flag.ErrHelp {
 		return
@@ -203,6 +206,11 @@ func run(ctx context.Context, o options, stdout io.Writer) error {
 	phase.end()
 	phase = startPhase(fmt.Sprintf("wake-ups (%d)", o.wakeups))
 	if res.wakeups, err = runWakeups(ctx, o, mods["filter"]); err != nil {
+		return err
+	}
+	phase.end()
+	phase = startPhase(fmt.Sprintf("keda (%d wake-ups, POSTs, memory)", o.wakeups))
+	if res.keda, err = runKEDA(ctx, o, mods["filter"]); err != nil {
 		return err
 	}
 	phase.end()

@@ -13,6 +13,15 @@ import (
 	"github.com/reqcount/reqcount/filter/config"
 )
 
+// TestMain lets the test binary serve as the benchmark's child servers
+// (postLoad starts os.Executable, which here is the test binary).
+func TestMain(m *testing.M) {
+	if serveRole() {
+		return
+	}
+	os.Exit(m.Run())
+}
+
 // TestQuickRun runs the whole benchmark in its smoke mode, building the
 // modules into a temporary directory, and checks that the table has every
 // row and that the results file keeps its hand-written notes. It asserts no
@@ -88,6 +97,11 @@ func TestQuickRun(t *testing.T) {
 		"wall time | this run",
 		"hold: a burst | 1k held at once on one worker",
 		"hold: linear memory per held request | 10k held on one worker",
+		"KEDA wake-up latency | filter → reqcount-scaler → StreamIsActive, flush_interval 10s",
+		"sustained POSTs on one core | reqcount-scaler",
+		"sustained POSTs on one core | post-floor (read the body, answer 200)",
+		"sustained POSTs on one core | reqcount-scaler / post-floor",
+		"scaler memory per target | store at its defaults (1 s buckets, 5m0s window)",
 	)
 	table := stdout.String()
 	for _, row := range rows {

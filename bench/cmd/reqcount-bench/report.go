@@ -31,6 +31,7 @@ type results struct {
 	wasm       *wasmResults
 	guestFlush []*guestFlush
 	wakeups    *wakeups
+	keda       *kedaBench
 	perKey     *perKey
 	hold       *holdBench
 	model      []*modelRow
@@ -214,6 +215,7 @@ func (r *results) markdown() report {
 		}
 		row("wake-up latency", fmt.Sprintf("filter authority, flush_interval %v", wakeupInterval), value, detail)
 	}
+	r.keda.tableRows(row)
 	r.perKey.tableRows(row)
 	r.hold.tableRows(row)
 	for _, m := range r.model {
@@ -322,6 +324,7 @@ func (r *results) markdown() report {
 		target(g.ok(), "the filter (%s) flushes %s keys in the guest without a VM crash and with exact counts (a correctness check of the run): %s",
 			mode, keys, detail)
 	}
+	r.keda.targets(o, target)
 	r.perKey.targets(target)
 	r.hold.targets(target)
 	if wu := r.wakeups; wu != nil {
