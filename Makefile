@@ -10,10 +10,11 @@ FUZZTIME  ?= 30s
 SEED      ?= 1
 DURATION  ?= 10m
 KEDA      ?= localhost:9090
+SCALER_ARCH ?= amd64
 # Go sources that go into the module (any change rebuilds it).
 FILTER_SRC := $(shell find filter messages -name '*.go' -not -name '*_test.go') filter/_sdkabi/build.sh go.mod go.sum
 
-.PHONY: help build build-tinygo test vet fuzz soak run run-keda run-envoy bench clean oci push dashboard
+.PHONY: help build build-tinygo test vet fuzz soak run run-keda run-envoy bench clean oci push dashboard scaler-image
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -79,6 +80,11 @@ push: build ## push the image of `make oci` to IMAGE=<registry>/<repository>:<ta
 
 dashboard: ## regenerate the Grafana dashboard envoy/grafana/reqcount.json from its generator (envoy/grafana)
 	$(GO) run ./envoy/grafana/cmd/reqcount-dashboard -o envoy/grafana/reqcount.json
+
+scaler-image: ## build reqcount-scaler (static, linux/amd64; SCALER_ARCH=arm64) as a container image: build/scaler-oci, build/reqcount-scaler.oci.tar; IMAGE=<registry>/<repository>:<tag> also pushes it
+	cd scaler && CGO_ENABLED=0 GOOS=linux GOARCH=$(SCALER_ARCH) $(GO) build -trimpath -ldflags='-s -w' -o ../build/reqcount-scaler ./cmd/reqcount-scaler
+	$(GO) run ./envoy/oci/cmd/reqcount-oci -server build/reqcount-scaler -ports 8080/tcp,9090/tcp -tag reqcount-scaler:dev \
+	  -layout build/scaler-oci -tar build/reqcount-scaler.oci.tar $(if $(IMAGE),-push '$(IMAGE)')
 
 clean: ## remove build outputs
 	rm -rf build

@@ -94,7 +94,7 @@ func Image(module []byte) (v1.Image, error) {
 	if !bytes.HasPrefix(module, wasmMagic) {
 		return nil, errors.New("not a Wasm binary module (no \\0asm magic at the start)")
 	}
-	layerTar, err := tarOf(ModuleFile, module)
+	layerTar, err := tarOf(ModuleFile, module, 0o444)
 	if err != nil {
 		return nil, err
 	}
@@ -128,15 +128,15 @@ func Image(module []byte) (v1.Image, error) {
 }
 
 // tarOf returns an uncompressed tar holding one regular file, with fixed
-// owner, mode and time so that the bytes depend on the content alone.
-func tarOf(name string, content []byte) ([]byte, error) {
+// owner and time so that the bytes depend on the content and mode alone.
+func tarOf(name string, content []byte, mode int64) ([]byte, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	hdr := &tar.Header{
 		Typeflag: tar.TypeReg,
 		Name:     name,
 		Size:     int64(len(content)),
-		Mode:     0o444,
+		Mode:     mode,
 		ModTime:  epoch.Time,
 		Format:   tar.FormatUSTAR,
 	}

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -123,6 +124,56 @@ func TestPush(t *testing.T) {
 	}
 }
 
+// TestPushServer is make scaler-image with IMAGE: a static Linux binary as a
+// container image, pushed, pulled back with its entrypoint, and pinned by the
+// digest printed.
+func TestPushServer(t *testing.T) {
+	reg := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	defer reg.Close()
+	u, err := url.Parse(reg.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	image := u.Host + "/mesh/reqcount-scaler:v0.1.0"
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte("package main\n\nfunc main() {}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "reqcount-scaler")
+	build := exec.Command("go", "build", "-o", bin, "main.go")
+	build.Dir = dir
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"-server", bin, "-ports", "8080/tcp,9090/tcp", "-tar", filepath.Join(dir, "img.tar"), "-push", image}, &out); err != nil {
+		t.Fatalf("run: %v\n%s", err, out.String())
+	}
+	manifest := printedDigest(t, out.String(), "manifest")
+	if want := "image: " + strings.Split(image, ":v0")[0] + "@" + manifest.String(); !strings.Contains(out.String(), want) {
+		t.Errorf("no %q line in the output:\n%s", want, out.String())
+	}
+	ref, err := name.ParseReference(image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := remote.Image(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := img.Digest(); d != manifest {
+		t.Errorf("registry has %s, the command printed %s", d, manifest)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ep := cf.Config.Entrypoint; len(ep) != 1 || ep[0] != "/reqcount-scaler" || len(cf.Config.ExposedPorts) != 2 {
+		t.Errorf("pulled config %+v, want entrypoint /reqcount-scaler and two ports", cf.Config)
+	}
+}
+
 func TestRunRefuses(t *testing.T) {
 	wasm := writeModule(t)
 	notWasm := filepath.Join(t.TempDir(), "x.wasm")
@@ -136,6 +187,8 @@ func TestRunRefuses(t *testing.T) {
 		wantErr string
 	}{
 		{"nothing to do", []string{"-wasm", wasm}, "nothing to do"},
+		{"ports without -server", []string{"-wasm", wasm, "-layout", dir + "/p", "-ports", "8080/tcp"}, "-ports"},
+		{"server not an executable", []string{"-server", wasm, "-layout", dir + "/s"}, "not an ELF"},
 		{"push without a tag", []string{"-wasm", wasm, "-push", "127.0.0.1:1/reqcount"}, "-push"},
 		{"bad tag", []string{"-wasm", wasm, "-layout", dir + "/a", "-tag", "Reqcount::"}, "-tag"},
 		{"module missing", []string{"-wasm", filepath.Join(dir, "none.wasm"), "-layout", dir + "/b"}, "none.wasm"},
