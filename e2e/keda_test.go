@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"testing"
 	"time"
 
@@ -28,24 +27,16 @@ func startScaler(t testing.TB) (srv *server.Server, httpAddr, grpcAddr string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hl, err := net.Listen("tcp", "127.0.0.1:0")
+	run, err := srv.Start("127.0.0.1:0", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	gl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, hl, gl) }()
 	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
+		if err := run.Stop(); err != nil {
 			t.Errorf("scaler shutdown: %v", err)
 		}
 	})
-	return srv, hl.Addr().String(), gl.Addr().String()
+	return srv, run.HTTPAddr, run.GRPCAddr
 }
 
 // TestKEDAFirstRequest is the KEDA path end to end: the compiled filter in the

@@ -94,7 +94,19 @@ func Image(module []byte) (v1.Image, error) {
 	if !bytes.HasPrefix(module, wasmMagic) {
 		return nil, errors.New("not a Wasm binary module (no \\0asm magic at the start)")
 	}
-	layerTar, err := tarOf(ModuleFile, module, 0o444)
+	img, err := oneFileImage(ModuleFile, module, 0o444, v1.ConfigFile{OS: OS, Architecture: Architecture})
+	if err != nil {
+		return nil, err
+	}
+	return mutate.Annotations(img, map[string]string{VariantAnnotation: VariantCompat}).(v1.Image), nil
+}
+
+// oneFileImage returns an OCI image of one gzipped layer holding content at
+// name (relative to the root) with mode, and cfg as its config (its creation
+// time and rootfs type set here, so that the digests depend on the content
+// alone).
+func oneFileImage(name string, content []byte, mode int64, cfg v1.ConfigFile) (v1.Image, error) {
+	layerTar, err := tarOf(name, content, mode)
 	if err != nil {
 		return nil, err
 	}
@@ -104,27 +116,22 @@ func Image(module []byte) (v1.Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("layer: %w", err)
 	}
-
+	cfg.Created = epoch
+	cfg.RootFS = v1.RootFS{Type: "layers"}
 	base := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
 	base = mutate.ConfigMediaType(base, types.OCIConfigJSON)
-	base, err = mutate.ConfigFile(base, &v1.ConfigFile{
-		Created:      epoch,
-		OS:           OS,
-		Architecture: Architecture,
-		RootFS:       v1.RootFS{Type: "layers"},
-	})
-	if err != nil {
+	if base, err = mutate.ConfigFile(base, &cfg); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	img, err := mutate.Append(base, mutate.Addendum{
 		Layer:     layer,
 		MediaType: types.OCILayer,
-		History:   v1.History{Created: epoch, CreatedBy: "reqcount-oci: " + ModuleFile},
+		History:   v1.History{Created: epoch, CreatedBy: "reqcount-oci: " + name},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("append layer: %w", err)
 	}
-	return mutate.Annotations(img, map[string]string{VariantAnnotation: VariantCompat}).(v1.Image), nil
+	return img, nil
 }
 
 // tarOf returns an uncompressed tar holding one regular file, with fixed

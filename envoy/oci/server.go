@@ -2,18 +2,12 @@ package oci
 
 import (
 	"bytes"
-	"compress/gzip"
 	"debug/elf"
 	"errors"
 	"fmt"
-	"io"
 	"path"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 // ServerUser is the user and group a server image runs as: the nonroot user
@@ -36,41 +30,19 @@ func ServerImage(binary []byte, file string, ports ...string) (v1.Image, error) 
 	if !path.IsAbs(file) || path.Clean(file) != file || file == "/" {
 		return nil, fmt.Errorf("file %q: want a clean absolute path such as /reqcount-scaler", file)
 	}
-	layerTar, err := tarOf(file[1:], binary, 0o555)
-	if err != nil {
-		return nil, err
-	}
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(layerTar)), nil
-	}, tarball.WithMediaType(types.OCILayer), tarball.WithCompressionLevel(gzip.BestCompression))
-	if err != nil {
-		return nil, fmt.Errorf("layer: %w", err)
-	}
 	exposed := map[string]struct{}{}
 	for _, p := range ports {
 		exposed[p] = struct{}{}
 	}
-	base := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
-	base = mutate.ConfigMediaType(base, types.OCIConfigJSON)
-	base, err = mutate.ConfigFile(base, &v1.ConfigFile{
-		Created:      epoch,
+	return oneFileImage(file[1:], binary, 0o555, v1.ConfigFile{
 		OS:           "linux",
 		Architecture: arch,
-		RootFS:       v1.RootFS{Type: "layers"},
 		Config: v1.Config{
 			Entrypoint:   []string{file},
 			User:         ServerUser,
 			WorkingDir:   "/",
 			ExposedPorts: exposed,
 		},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
-	}
-	return mutate.Append(base, mutate.Addendum{
-		Layer:     layer,
-		MediaType: types.OCILayer,
-		History:   v1.History{Created: epoch, CreatedBy: "reqcount-oci: " + file},
 	})
 }
 

@@ -25,6 +25,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -175,6 +176,47 @@ loop:
 		err = herr
 	}
 	return err
+}
+
+// Running is a Server serving on its own goroutine: see Start and StartOn.
+type Running struct {
+	// HTTPAddr and GRPCAddr are the addresses bound.
+	HTTPAddr, GRPCAddr string
+
+	stop context.CancelFunc
+	done chan error
+	once sync.Once
+	err  error
+}
+
+// Start listens on httpAddr and grpcAddr (":0" ports pick free ones) and
+// serves until Stop.
+func (s *Server) Start(httpAddr, grpcAddr string) (*Running, error) {
+	hl, err := net.Listen("tcp", httpAddr)
+	if err != nil {
+		return nil, err
+	}
+	gl, err := net.Listen("tcp", grpcAddr)
+	if err != nil {
+		hl.Close()
+		return nil, err
+	}
+	return s.StartOn(hl, gl), nil
+}
+
+// StartOn serves on listeners the caller opened until Stop.
+func (s *Server) StartOn(httpLn, grpcLn net.Listener) *Running {
+	ctx, stop := context.WithCancel(context.Background())
+	r := &Running{HTTPAddr: httpLn.Addr().String(), GRPCAddr: grpcLn.Addr().String(), stop: stop, done: make(chan error, 1)}
+	go func() { r.done <- s.Serve(ctx, httpLn, grpcLn) }()
+	return r
+}
+
+// Stop shuts the server down as Serve does when its context ends, and
+// returns Serve's error. It is safe to call more than once.
+func (r *Running) Stop() error {
+	r.once.Do(func() { r.stop(); r.err = <-r.done })
+	return r.err
 }
 
 // storeCollector exports the store's gauges and counters.

@@ -6,10 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -50,29 +48,21 @@ func start(t *testing.T, opts server.Options) *running {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hl, err := net.Listen("tcp", "127.0.0.1:0")
+	run, err := srv.Start("127.0.0.1:0", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	gl, err := net.Listen("tcp", "127.0.0.1:0")
+	conn, err := kedaclient.Dial(run.GRPCAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ctx, hl, gl) }()
-	conn, err := kedaclient.Dial(gl.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var once sync.Once
-	var serr error
-	r := &running{srv: srv, base: "http://" + hl.Addr().String(), grpc: gl.Addr().String(), conn: conn,
+	r := &running{srv: srv, base: "http://" + run.HTTPAddr, grpc: run.GRPCAddr, conn: conn,
 		client: pb.NewExternalScalerClient(conn)}
 	r.url = r.base + ingest.DefaultPath
 	r.stop = func() error {
-		once.Do(func() { cancel(); serr = <-errc; conn.Close() })
-		return serr
+		err := run.Stop()
+		conn.Close()
+		return err
 	}
 	t.Cleanup(func() { r.stop() })
 	return r

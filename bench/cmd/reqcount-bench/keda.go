@@ -96,19 +96,12 @@ func (k *kedaBench) wakeups(ctx context.Context, o options, mod *wasmhost.Module
 	if err != nil {
 		return err
 	}
-	hl, err := net.Listen("tcp", "127.0.0.1:0")
+	run, err := srv.Start("127.0.0.1:0", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
-	gl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	sctx, stop := context.WithCancel(ctx)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(sctx, hl, gl) }()
-	defer func() { stop(); <-served }()
-	conn, err := kedaclient.Dial(gl.Addr().String())
+	defer run.Stop()
+	conn, err := kedaclient.Dial(run.GRPCAddr)
 	if err != nil {
 		return err
 	}
@@ -117,7 +110,7 @@ func (k *kedaBench) wakeups(ctx context.Context, o options, mod *wasmhost.Module
 
 	h, err := wasmhost.New(ctx, mod, wasmhost.Config{
 		PluginConfig: fmt.Appendf(nil, `{"cluster":%q,"flush_interval":%q}`, cluster, wakeupInterval),
-		Clusters:     map[string]string{cluster: hl.Addr().String()},
+		Clusters:     map[string]string{cluster: run.HTTPAddr},
 		LogLevel:     wasmhost.LevelInfo,
 	})
 	if err != nil {

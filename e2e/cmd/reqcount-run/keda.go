@@ -34,8 +34,7 @@ const kedaMaxReplicas = 10
 // scales it to zero, and every -keda-poll it prints what the HPA would see.
 type kedaDemo struct {
 	httpAddr string
-	stop     context.CancelFunc
-	served   chan error
+	run      *server.Running
 	conn     *grpc.ClientConn
 }
 
@@ -63,9 +62,8 @@ func startKEDA(ctx context.Context, grpcLn net.Listener, o options, wakeAfter ti
 	if err != nil {
 		return nil, err
 	}
-	sctx, stop := context.WithCancel(context.Background())
-	d := &kedaDemo{httpAddr: hl.Addr().String(), stop: stop, served: make(chan error, 1)}
-	go func() { d.served <- srv.Serve(sctx, hl, grpcLn) }()
+	d := &kedaDemo{run: srv.StartOn(hl, grpcLn)}
+	d.httpAddr = d.run.HTTPAddr
 
 	addr := grpcAddress(o.keda, grpcLn.Addr())
 	log.Printf("keda: grpc reqcount-scaler %s (a ScaledObject's external-push trigger: scalerAddress %s)", addr, addr)
@@ -109,8 +107,7 @@ func (d *kedaDemo) close() {
 	if d.conn != nil {
 		d.conn.Close()
 	}
-	d.stop()
-	if err := <-d.served; err != nil {
+	if err := d.run.Stop(); err != nil {
 		log.Printf("keda: reqcount-scaler shutdown: %v", err)
 	}
 }
