@@ -695,6 +695,7 @@ func proxyIncrementMetric(w *Worker, _ api.Module, stack []uint64) {
 		m.value.Add(offset)
 	case MetricGauge:
 		m.value.Add(offset)
+		w.gaugeAdded(m, offset)
 	default:
 		status(stack, StatusBadArgument)
 		return
@@ -715,6 +716,9 @@ func proxyRecordMetric(w *Worker, _ api.Module, stack []uint64) {
 		m.value.Add(int64(stack[1]))
 	case MetricGauge:
 		m.value.Store(int64(stack[1]))
+		w.gaugeMu.Lock()
+		delete(w.gaugeOwn, m) // a set overwrites the shares: none is this worker's alone
+		w.gaugeMu.Unlock()
 	case MetricHistogram:
 		m.record(stack[1])
 	}
@@ -925,4 +929,27 @@ func wasiProcExit(w *Worker, _ api.Module, stack []uint64) {
 	code := u32(stack[0])
 	w.log(LevelError, fmt.Sprintf("wasi proc_exit(%d)", code))
 	panic(fmt.Errorf("wasmhost: module called proc_exit(%d)", code))
+}
+
+// gaugeAdded records a worker's own increment of gauge m (Worker.Gauge).
+func (w *Worker) gaugeAdded(m *metric, offset int64) {
+	w.gaugeMu.Lock()
+	defer w.gaugeMu.Unlock()
+	if w.gaugeOwn == nil {
+		w.gaugeOwn = map[*metric]int64{}
+	}
+	w.gaugeOwn[m] += offset
+}
+
+// Gauge returns what this worker's increments of the gauge the module
+// defined as name add up to: its own share of the process-wide stat
+// (Host.Gauge), e.g. one VM's figure of a gauge every VM adds its own value
+// to. It is 0 for a gauge the worker never incremented or last set with
+// proxy_record_metric (a set overwrites the shares); meaningful for gauges
+// the module only increments, as the filter's reqcount.vm.* gauges.
+func (w *Worker) Gauge(name string) int64 {
+	m := w.h.metrics.lookup(MetricGauge, name)
+	w.gaugeMu.Lock()
+	defer w.gaugeMu.Unlock()
+	return w.gaugeOwn[m]
 }
