@@ -436,11 +436,11 @@ func (w *Worker) headerMap(t MapType) (*headerMap, Status) {
 			return &s.resp, StatusOK
 		}
 	case MapHTTPCallResponseHeaders:
-		if w.callResp != nil && w.contextID() == rootID {
+		if w.callAnswered() && w.contextID() == rootID {
 			return &w.callHeaders, StatusOK
 		}
 	case MapHTTPCallResponseTrailers:
-		if w.callResp != nil && w.contextID() == rootID {
+		if w.callAnswered() && w.contextID() == rootID {
 			return &w.callTrailers, StatusOK
 		}
 	}
@@ -525,9 +525,23 @@ func proxyRemoveHeaderMapValue(w *Worker, _ api.Module, stack []uint64) {
 	status(stack, StatusOK)
 }
 
-// proxy_get_header_map_pairs(type, **data, *data_size)
+// callAnswered reports whether a call's response is being delivered: during
+// proxy_on_http_call_response for a call that got one, not for a reset. Envoy
+// keeps the response message only for a call that succeeded
+// (Context::onHttpCallSuccess sets http_call_response_, onHttpCallFailure does
+// not): during a reset's callback the call's header maps and body do not
+// exist, so a header read answers BadArgument and a body read NotFound.
+func (w *Worker) callAnswered() bool { return w.callResp != nil && w.callResp.Status != 0 }
+
+// proxy_get_header_map_pairs(type, **data, *data_size): a map that does not
+// exist in the current context reads as empty, as Envoy's
+// Context::getHeaderMapPairs answers (headerMapToPairs of a null map, in the
+// access-log phase too; only a type beyond the last is BadArgument).
 func proxyGetHeaderMapPairs(w *Worker, _ api.Module, stack []uint64) {
 	m, st := w.headerMap(MapType(u32(stack[0])))
+	if st != StatusOK && MapType(u32(stack[0])) <= mapTypeMax {
+		st, m = StatusOK, &headerMap{}
+	}
 	if st != StatusOK {
 		status(stack, st)
 		return
@@ -579,7 +593,7 @@ func (w *Worker) buffer(t BufferType) ([]byte, bool) {
 			return w.h.cfg.PluginConfig, true
 		}
 	case BufferHTTPCallResponseBody:
-		if w.callResp != nil {
+		if w.callAnswered() {
 			return w.callResp.Body, true
 		}
 	}
