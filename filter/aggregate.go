@@ -93,6 +93,7 @@ func newAggregator(p *pluginContext, cfg config.Config) *aggregator {
 	a.slices, a.phase = cfg.Slices(), randomPhase(cfg.Slices())
 	a.worker = merge.NewWorker(sharedDataStore, id, a.slices, cfg.MaxKeys, a.leaseMs)
 	a.leader = merge.NewLeader(sharedDataStore, id)
+	a.leader.KeyString = a.heldKey
 	a.merged = table.New(cfg.MaxKeys)
 	// One slice: the merged table holds only what this tick collected (one
 	// outbox shard of every worker), and all of it goes out now.
@@ -324,7 +325,7 @@ func (a *aggregator) refill() {
 	a.filled = a.filled[:0]
 	a.next, a.last = grow(a.next, len(a.parts)), grow(a.last, len(a.parts))
 	for i := range a.parts {
-		r, e, added, ok := a.merged.Ensure([]byte(a.parts[i].Key))
+		r, e, added, ok := a.merged.EnsureString(a.parts[i].Key)
 		if !ok {
 			continue // a full table: the key waits in shared data for a later tick
 		}
@@ -339,6 +340,18 @@ func (a *aggregator) refill() {
 		a.next[a.last[first]], a.last[first] = int32(i), int32(i)
 		e.Pending += a.parts[i].N
 	}
+}
+
+// heldKey returns the string this worker already holds for key, from its
+// merged table or its own (a lease holder sees most keys of its Envoy
+// itself): a part's key then costs no allocation, where a new string per
+// part and another per merged entry were most of a holder's garbage (two
+// strings per key and interval, more than its tables hold).
+func (a *aggregator) heldKey(key []byte) (string, bool) {
+	if s, ok := a.merged.HeldKey(key); ok {
+		return s, true
+	}
+	return a.p.table.HeldKey(key)
 }
 
 // partsOf returns the parts the last collect made available for e (valid until

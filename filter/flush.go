@@ -4,7 +4,9 @@ import (
 	"strconv"
 
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm"
+	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
 
+	"github.com/reqcount/reqcount/filter/callhook"
 	"github.com/reqcount/reqcount/filter/flush"
 	"github.com/reqcount/reqcount/filter/table"
 )
@@ -109,11 +111,39 @@ func (p *pluginContext) dispatch(body []byte, id uint64) error {
 // c.settle.
 func (p *pluginContext) callCluster(c *calls, body []byte, id uint64) error {
 	ans := c.get(id)
-	_, err := proxywasm.DispatchHttpCall(p.cfg.Cluster, p.callHdrs, body, nil,
-		uint32(p.cfg.Timeout.Milliseconds()), ans.fn)
+	err := httpCall(p.cfg.Cluster, &p.callHdrs, body, uint32(p.cfg.Timeout.Milliseconds()), ans.fn)
 	if err != nil {
 		c.put(ans) // never called
 	}
+	return err
+}
+
+// callHeaders are the request headers of the filter's calls: as pairs for the
+// SDK's DispatchHttpCall, and in the ABI's pairs encoding for the build's
+// callhook.Dispatch, serialised when the headers change rather than on every
+// call.
+type callHeaders struct {
+	pairs [][2]string
+	wire  []byte
+}
+
+// set makes hs the headers (callHeaders keeps hs, and reuses its encoding's
+// storage).
+func (h *callHeaders) set(hs [][2]string) {
+	h.pairs = hs
+	h.wire = callhook.AppendPairs(h.wire[:0], hs)
+}
+
+// httpCall dispatches one call to cluster, answered to cb. The filter's build
+// of the SDK (filter/_sdkabi) makes it with the headers serialised once
+// (callhook.Dispatch); elsewhere (the SDK's native test host) it is the SDK's
+// DispatchHttpCall with the same headers, body, no trailers and timeout.
+func httpCall(cluster string, h *callHeaders, body []byte, timeoutMs uint32, cb func(numHeaders, bodySize, numTrailers int)) error {
+	if callhook.Dispatch != nil {
+		_, err := callhook.Dispatch(cluster, h.wire, body, timeoutMs, cb)
+		return err
+	}
+	_, err := proxywasm.DispatchHttpCall(cluster, h.pairs, body, nil, timeoutMs, cb)
 	return err
 }
 
@@ -177,11 +207,10 @@ func responseOutcome(numHeaders int) (flush.Outcome, int) {
 	if numHeaders == 0 {
 		return flush.Reset, 0
 	}
-	hs, err := proxywasm.GetHttpCallResponseHeaders()
+	status, err := callStatus()
 	if err != nil {
 		return flush.Rejected, 0
 	}
-	status := statusOf(hs)
 	if status >= 200 && status < 300 {
 		return flush.Delivered, status
 	}
@@ -231,15 +260,44 @@ func (p *pluginContext) logFailedCalls() {
 	p.logged = s
 }
 
+// callStatus returns the :status of the call being answered, 0 if it has none
+// that parses; an error if the host could not give the response's headers.
+// The filter's build of the SDK reads the one header (callhook.ResponseHeader:
+// no header list per answer); elsewhere it is read from the SDK's
+// GetHttpCallResponseHeaders. Both give the first :status (Envoy's
+// getHeaderMapValue answers the first value of a key), and a missing one is 0.
+func callStatus() (int, error) {
+	if callhook.ResponseHeader != nil {
+		v, err := callhook.ResponseHeader(":status")
+		switch {
+		case err == types.ErrorStatusNotFound:
+			return 0, nil
+		case err != nil:
+			return 0, err
+		}
+		return statusValue(v), nil
+	}
+	hs, err := proxywasm.GetHttpCallResponseHeaders()
+	if err != nil {
+		return 0, err
+	}
+	return statusOf(hs), nil
+}
+
 // statusOf returns the :status of a response, or 0 if it has none that parses.
 func statusOf(headers [][2]string) int {
 	for _, h := range headers {
 		if h[0] == ":status" {
-			if n, err := strconv.Atoi(h[1]); err == nil {
-				return n
-			}
-			return 0
+			return statusValue(h[1])
 		}
+	}
+	return 0
+}
+
+// statusValue is a :status value as a number, or 0 if it does not parse.
+func statusValue(v string) int {
+	if n, err := strconv.Atoi(v); err == nil {
+		return n
 	}
 	return 0
 }

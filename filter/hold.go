@@ -109,8 +109,9 @@ type holdSide struct {
 	auth map[string]string
 	// sub counts the timer's ticks within a flush tick (holdSubticks).
 	sub, subticks int
-	// hdrs are a probe's headers, reused.
-	hdrs [][2]string
+	// hdrs are a probe's headers, reused: the :authority changes with the
+	// cluster checked.
+	hdrs callHeaders
 	// lastNow is the held_now gauge's last value from this worker.
 	lastNow int64
 	// ticks counts the timer's ticks, periodMs is their period: the hold's
@@ -130,7 +131,7 @@ func (p *pluginContext) startHold(cfg config.Config) {
 		subticks: holdSubticks(cfg), periodMs: max(tickPeriod(cfg).Milliseconds(), 1)}
 	h.calls.settle = p.onProbe
 	h.m.define()
-	h.hdrs = [][2]string{{":method", "HEAD"}, {":path", cfg.HoldProbePath}, {":authority", ""}}
+	h.hdrs.set([][2]string{{":method", "HEAD"}, {":path", cfg.HoldProbePath}, {":authority", ""}})
 	p.hold = h
 	streamhook.Done = p.streamEnded
 	streamhook.Watched.Reserve(min(cfg.HoldMax, hold.PresizeMax)) // as the holder: no tables outgrown in a burst
@@ -208,10 +209,11 @@ func (p *pluginContext) probeDue(now int64) {
 	for _, c := range h.probes {
 		h.nextID++
 		id := h.nextID
-		h.hdrs[2][1] = h.auth[c]
+		h.hdrs.pairs[2][1] = h.auth[c]
+		h.hdrs.set(h.hdrs.pairs)
 		ans := h.calls.get(id)
 		p.hold.held.ProbeSent(c, now)
-		if _, err := proxywasm.DispatchHttpCall(c, h.hdrs, nil, nil, uint32(p.cfg.Timeout.Milliseconds()), ans.fn); err != nil {
+		if err := httpCall(c, &h.hdrs, nil, uint32(p.cfg.Timeout.Milliseconds()), ans.fn); err != nil {
 			// Envoy refuses a call to a cluster with no healthy host at once
 			// (InternalFailure, no answer ever comes): not yet; checked again
 			// after the interval.
@@ -235,8 +237,7 @@ func (p *pluginContext) onProbe(id uint64, numHeaders int) {
 	delete(h.probing, id)
 	ready := false
 	if numHeaders > 0 {
-		if hs, err := proxywasm.GetHttpCallResponseHeaders(); err == nil {
-			st := statusOf(hs)
+		if st, err := callStatus(); err == nil {
 			ready = st != 0 && st != 503 && st != 504
 		}
 	}

@@ -65,9 +65,10 @@ type pluginContext struct {
 	series series
 	// tallies are counted locally on the hot path and pushed to Envoy's counters once
 	// per tick, which keeps host calls off the hot path.
-	tallies  tallies
-	metrics  metrics
-	callHdrs [][2]string
+	tallies tallies
+	metrics metrics
+	// callHdrs are the headers of every report (flush.go).
+	callHdrs callHeaders
 	// calls pools the answer callbacks of the worker's own calls (flush.go).
 	calls    calls
 	draining bool
@@ -133,12 +134,12 @@ func (p *pluginContext) start(cfg config.Config) {
 	if cfg.KeySource == config.KeySourceStatic {
 		p.staticKey, _ = p.parser.AppendHeaders(nil, cfg.Service, cfg.Namespace)
 	}
-	p.callHdrs = [][2]string{
+	p.callHdrs.set([][2]string{
 		{":method", "POST"},
 		{":path", cfg.Path},
 		{":authority", cfg.Authority},
 		{"content-type", "application/json"},
-	}
+	})
 	p.ignoring = len(cfg.IgnorePaths) > 0 || len(cfg.IgnoreUserAgents) > 0
 	if cfg.WakeAfter > 0 {
 		p.wakeTicks = uint32(min(math.Ceil(float64(cfg.WakeAfter)/float64(cfg.TickPeriod())), math.MaxUint32/2))

@@ -99,7 +99,9 @@
 //     Worker.Kill do not drain (Kill ends streams without guest calls).
 //   - Host calls answer with Envoy's status codes: NotFound for a missing
 //     header (ABI 0.2.x), BadArgument for a map that does not exist in the
-//     current context, InvalidMemoryAccess for bad pointers, and so on.
+//     current context (but proxy_get_header_map_pairs reads it as empty, and
+//     a reset call's answer has no response headers or body),
+//     InvalidMemoryAccess for bad pointers, and so on.
 //     Copies into the guest use malloc exactly as cpp-host does (none for
 //     empty data).
 //   - proxy_http_call: BadArgument for an unknown cluster, a negative timeout

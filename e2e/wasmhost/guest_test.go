@@ -422,7 +422,7 @@ func TestGuestCallouts(t *testing.T) {
 			addr:     ok.Listener.Addr().String(),
 			config:   callConfig("operator", "operator.svc:8013", "2000"),
 			wantCall: "call status=0",
-			wantResp: `response token=1 headers=4 status=200 body={"message":"Request received successfully!"} call_status=0/ pairs=:status=200,content-length=44,content-type=text/plain; charset=utf-8,x-answer=42`,
+			wantResp: `response token=1 headers=4 status=200 body={"message":"Request received successfully!"} call_status=0/ pairs=:status=200,content-length=44,content-type=text/plain; charset=utf-8,x-answer=42 reads=0/0/0`,
 			server:   ok,
 		},
 		{
@@ -430,7 +430,7 @@ func TestGuestCallouts(t *testing.T) {
 			addr:     redirect.Listener.Addr().String(),
 			config:   callConfig("operator", "operator", "2000"),
 			wantCall: "call status=0",
-			wantResp: "response token=1 headers=3 status=302 body= call_status=0/ pairs=:status=302,content-length=0,location=/elsewhere",
+			wantResp: "response token=1 headers=3 status=302 body= call_status=0/ pairs=:status=302,content-length=0,location=/elsewhere reads=0/0/0",
 		},
 		{
 			name:     "timeout",
@@ -458,7 +458,9 @@ func TestGuestCallouts(t *testing.T) {
 			addr:     resetMidBody.Listener.Addr().String(),
 			config:   callConfig("operator", "operator", "2000"),
 			wantCall: "call status=0",
-			wantResp: "response token=1 headers=0 status= body= call_status=11/reset pairs=",
+			// Envoy keeps no response for a reset call: its :status read is
+			// BadArgument, its header pairs read empty, its body NotFound.
+			wantResp: "response token=1 headers=0 status= body= call_status=11/reset pairs= reads=2/0/1",
 		},
 		{
 			name:     "unknown cluster",
@@ -562,8 +564,8 @@ func TestGuestCustomDispatch(t *testing.T) {
 		}
 	}
 	want := []string{
-		"response token=3 headers=2 status=200 body=ok call_status=0/ pairs=:status=200,x-late=yes",
-		"response token=1 headers=0 status= body= call_status=11/reset pairs=",
+		"response token=3 headers=2 status=200 body=ok call_status=0/ pairs=:status=200,x-late=yes reads=0/0/0",
+		"response token=1 headers=0 status= body= call_status=11/reset pairs= reads=2/0/1",
 	}
 	if !reflect.DeepEqual(lines, want) {
 		t.Errorf("responses\n got %q\nwant %q", lines, want)

@@ -436,11 +436,11 @@ func (w *Worker) headerMap(t MapType) (*headerMap, Status) {
 			return &s.resp, StatusOK
 		}
 	case MapHTTPCallResponseHeaders:
-		if w.callResp != nil && w.contextID() == rootID {
+		if w.callAnswered() && w.contextID() == rootID {
 			return &w.callHeaders, StatusOK
 		}
 	case MapHTTPCallResponseTrailers:
-		if w.callResp != nil && w.contextID() == rootID {
+		if w.callAnswered() && w.contextID() == rootID {
 			return &w.callTrailers, StatusOK
 		}
 	}
@@ -525,9 +525,23 @@ func proxyRemoveHeaderMapValue(w *Worker, _ api.Module, stack []uint64) {
 	status(stack, StatusOK)
 }
 
-// proxy_get_header_map_pairs(type, **data, *data_size)
+// callAnswered reports whether a call's response is being delivered: during
+// proxy_on_http_call_response for a call that got one, not for a reset. Envoy
+// keeps the response message only for a call that succeeded
+// (Context::onHttpCallSuccess sets http_call_response_, onHttpCallFailure does
+// not): during a reset's callback the call's header maps and body do not
+// exist, so a header read answers BadArgument and a body read NotFound.
+func (w *Worker) callAnswered() bool { return w.callResp != nil && w.callResp.Status != 0 }
+
+// proxy_get_header_map_pairs(type, **data, *data_size): a map that does not
+// exist in the current context reads as empty, as Envoy's
+// Context::getHeaderMapPairs answers (headerMapToPairs of a null map, in the
+// access-log phase too; only a type beyond the last is BadArgument).
 func proxyGetHeaderMapPairs(w *Worker, _ api.Module, stack []uint64) {
 	m, st := w.headerMap(MapType(u32(stack[0])))
+	if st != StatusOK && MapType(u32(stack[0])) <= mapTypeMax {
+		st, m = StatusOK, &headerMap{}
+	}
 	if st != StatusOK {
 		status(stack, st)
 		return
@@ -579,7 +593,7 @@ func (w *Worker) buffer(t BufferType) ([]byte, bool) {
 			return w.h.cfg.PluginConfig, true
 		}
 	case BufferHTTPCallResponseBody:
-		if w.callResp != nil {
+		if w.callAnswered() {
 			return w.callResp.Body, true
 		}
 	}
@@ -695,6 +709,7 @@ func proxyIncrementMetric(w *Worker, _ api.Module, stack []uint64) {
 		m.value.Add(offset)
 	case MetricGauge:
 		m.value.Add(offset)
+		w.gaugeAdded(m, offset)
 	default:
 		status(stack, StatusBadArgument)
 		return
@@ -715,6 +730,9 @@ func proxyRecordMetric(w *Worker, _ api.Module, stack []uint64) {
 		m.value.Add(int64(stack[1]))
 	case MetricGauge:
 		m.value.Store(int64(stack[1]))
+		w.gaugeMu.Lock()
+		delete(w.gaugeOwn, m) // a set overwrites the shares: none is this worker's alone
+		w.gaugeMu.Unlock()
 	case MetricHistogram:
 		m.record(stack[1])
 	}
@@ -925,4 +943,27 @@ func wasiProcExit(w *Worker, _ api.Module, stack []uint64) {
 	code := u32(stack[0])
 	w.log(LevelError, fmt.Sprintf("wasi proc_exit(%d)", code))
 	panic(fmt.Errorf("wasmhost: module called proc_exit(%d)", code))
+}
+
+// gaugeAdded records a worker's own increment of gauge m (Worker.Gauge).
+func (w *Worker) gaugeAdded(m *metric, offset int64) {
+	w.gaugeMu.Lock()
+	defer w.gaugeMu.Unlock()
+	if w.gaugeOwn == nil {
+		w.gaugeOwn = map[*metric]int64{}
+	}
+	w.gaugeOwn[m] += offset
+}
+
+// Gauge returns what this worker's increments of the gauge the module
+// defined as name add up to: its own share of the process-wide stat
+// (Host.Gauge), e.g. one VM's figure of a gauge every VM adds its own value
+// to. It is 0 for a gauge the worker never incremented or last set with
+// proxy_record_metric (a set overwrites the shares); meaningful for gauges
+// the module only increments, as the filter's reqcount.vm.* gauges.
+func (w *Worker) Gauge(name string) int64 {
+	m := w.h.metrics.lookup(MetricGauge, name)
+	w.gaugeMu.Lock()
+	defer w.gaugeMu.Unlock()
+	return w.gaugeOwn[m]
 }

@@ -114,6 +114,10 @@ type Worker struct {
 	crashMu  sync.Mutex
 	crashErr error
 
+	// gaugeOwn is this worker's increments of each gauge (Gauge).
+	gaugeMu  sync.Mutex
+	gaugeOwn map[*metric]int64
+
 	// Everything below is owned by the worker goroutine.
 	stack  [8]uint64
 	mstack [1]uint64

@@ -240,7 +240,9 @@ func exportOnTick(pluginContextID uint32) {
 func exportOnHttpCallResponse(pluginContextID, calloutID, numHeaders, bodySize, numTrailers uint32) {
 	s := startCallback()
 	reserveArena(bodySize)
+	rec := calloutRecord(pluginContextID, calloutID) // reused once the SDK is done with it (callhook_wasip1.go)
 	proxyOnHttpCallResponse(pluginContextID, calloutID, int(numHeaders), int(bodySize), int(numTrailers))
+	recycleCallout(rec)
 	endCallback(s)
 }
 

@@ -147,19 +147,35 @@ func (c *sidecar) step() {
 // TestSteadyTickAllocs: in steady state (the same keys every interval, no new
 // worker, no shutdown) a tick's merge work allocates nothing but the key of each
 // part handed out (Part.Key), so a worker with few keys makes next to no garbage
-// on its ticks, and one with many makes little.
+// on its ticks, and one with many makes little; with a Leader.KeyString that
+// holds every key (package main's tables), not even those.
 func TestSteadyTickAllocs(t *testing.T) {
 	for _, tc := range []struct {
 		workers, keys, shards int
+		held                  bool // the leaders' KeyString holds every key
 	}{
-		{1, 1, 60},
-		{2, 1, 60},
-		{1, 20, 60},
-		{4, 300, 60},
-		{1, 2000, 60},
+		{1, 1, 60, false},
+		{2, 1, 60, false},
+		{1, 20, 60, false},
+		{4, 300, 60, false},
+		{1, 2000, 60, false},
+		{1, 20, 60, true},
+		{4, 300, 60, true},
+		{1, 2000, 60, true},
 	} {
-		t.Run(fmt.Sprintf("%d workers, %d keys", tc.workers, tc.keys), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%d workers, %d keys, held %v", tc.workers, tc.keys, tc.held), func(t *testing.T) {
 			c := newSidecar(t, tc.workers, tc.keys, tc.shards)
+			if tc.held {
+				held := map[string]string{}
+				for _, ks := range c.keys {
+					for _, k := range ks {
+						held[k] = k
+					}
+				}
+				for _, l := range c.leaders {
+					l.KeyString = func(k []byte) (string, bool) { s, ok := held[string(k)]; return s, ok }
+				}
+			}
 			for range 3 * tc.shards { // every shard written, acked and trimmed
 				c.step()
 			}
@@ -181,7 +197,10 @@ func TestSteadyTickAllocs(t *testing.T) {
 			host := float64(c.store.grown) / (intervals + 1)
 			allocs -= host
 			t.Logf("%.1f allocations per interval of %d ticks (%.1f more by the store), %.1f parts handed out", allocs, tc.shards, host, perInterval)
-			if allocs > perInterval {
+			switch {
+			case tc.held && allocs > 0:
+				t.Errorf("%.1f allocations per interval: want none, every key held by KeyString", allocs)
+			case allocs > perInterval:
 				t.Errorf("%.1f allocations per interval: want at most one per part handed out (%.1f)", allocs, perInterval)
 			}
 			// Every request counted was delivered, once, but the last of each

@@ -29,6 +29,13 @@ type partID struct {
 // out (Part.Key) and what is new (a worker listed, more calls in flight than
 // before).
 type Leader struct {
+	// KeyString, if set, returns a string it already holds equal to key,
+	// or false: Part.Key is then that string rather than a new one, so that
+	// a collect of keys the caller holds allocates no key (package main
+	// looks them up in its tables). A string that is not equal to key is
+	// not used.
+	KeyString func(key []byte) (string, bool)
+
 	s        Store
 	id       string
 	idb      []byte // id, as written in acks
@@ -446,18 +453,25 @@ func (l *Leader) TakenOver() uint64 { return l.takenOver }
 // send it twice without this (the scenario "aggregate/envoy: shutdown reports
 // what was counted and waits" fails without it).
 func (l *Leader) handOut(dst []Part, n *names, j int, c *cumLine, left uint64) []Part {
-	key := ""
+	key := l.keyString(c.key)
 	if len(l.inflight) > 0 {
-		key = string(c.key)
 		left -= min(l.inflight[partID{n.id, key, c.gen}], left)
 	}
 	if left == 0 {
 		return dst
 	}
-	if key == "" {
-		key = string(c.key)
-	}
 	return append(dst, Part{Worker: n.id, Shard: j, Key: key, Gen: c.gen, N: left})
+}
+
+// keyString returns key as a string: KeyString's, if it has one equal to
+// key, else a new one.
+func (l *Leader) keyString(key []byte) string {
+	if l.KeyString != nil {
+		if s, ok := l.KeyString(key); ok && s == string(key) {
+			return s
+		}
+	}
+	return string(key)
 }
 
 // dead reports whether worker n stopped beating more than deadMs ago with

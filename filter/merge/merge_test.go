@@ -6,8 +6,10 @@ import (
 	"math/rand"
 	"reflect"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
+	"unsafe"
 
 	"github.com/reqcount/reqcount/filter/merge"
 	"github.com/reqcount/reqcount/filter/merge/mergetest"
@@ -709,5 +711,52 @@ func TestUnreserve(t *testing.T) {
 	}
 	if b.TakenOver() != 0 {
 		t.Fatalf("TakenOver = %d, want 0: nothing was taken from a live reservation", b.TakenOver())
+	}
+}
+
+// TestKeyString: a part's key is the string Leader.KeyString holds for it,
+// when it holds one equal to the key; one it does not hold, or a wrong one
+// (a caller's bug), gives a new string, never another key's: a part is
+// always handed out under its own key, whatever the caller's lookup says.
+func TestKeyString(t *testing.T) {
+	held := strings.Clone("a.shop")
+	for _, tc := range []struct {
+		name string
+		// lookup is KeyString's answer for each key read.
+		lookup func(k []byte) (string, bool)
+		// same: the part of a.shop carries held itself.
+		same bool
+	}{
+		{"none", nil, false},
+		{"held", func(k []byte) (string, bool) { return held, string(k) == held }, true},
+		{"not held", func([]byte) (string, bool) { return "", false }, false},
+		{"a wrong string is not used", func([]byte) (string, bool) { return "b.shop", true }, false},
+		{"an empty string is not used", func([]byte) (string, bool) { return "", true }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := mergetest.New()
+			w := merge.NewWorker(s, "w1", 1, 100, 1000)
+			w.Add("a.shop", 3)
+			w.Add("c.shop", 4)
+			if err := w.Publish(0, 1000, 1); err != nil {
+				t.Fatal(err)
+			}
+			l := merge.NewLeader(s, "w1")
+			l.KeyString = tc.lookup
+			parts, err := l.CollectParts(nil, 0, 1, 1000, 60000, 10000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]uint64{}
+			for _, p := range parts {
+				got[p.Key] += p.N
+				if p.Key == "a.shop" && (unsafe.StringData(p.Key) == unsafe.StringData(held)) != tc.same {
+					t.Errorf("a.shop's part carries the held string: %v, want %v", !tc.same, tc.same)
+				}
+			}
+			if want := map[string]uint64{"a.shop": 3, "c.shop": 4}; !reflect.DeepEqual(got, want) {
+				t.Errorf("parts %v, want %v", got, want)
+			}
+		})
 	}
 }

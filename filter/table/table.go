@@ -127,8 +127,28 @@ func (t *Table) Ensure(k []byte) (r Ref, e *Entry, added, ok bool) {
 		return Ref{s, t.gens[s]}, &t.entries[s], false, true
 	}
 	if t.index.n >= t.max {
+		return Ref{}, nil, false, false // before the key's copy: a full table allocates nothing
+	}
+	return t.add(string(k), h)
+}
+
+// EnsureString is Ensure of a key held as a string: an entry it adds keeps k
+// itself, no copy (a caller that holds the key's string already allocates
+// nothing for it).
+func (t *Table) EnsureString(k string) (r Ref, e *Entry, added, ok bool) {
+	h := hashKey(k)
+	if s, ok := find(t, k, h); ok {
+		return Ref{s, t.gens[s]}, &t.entries[s], false, true
+	}
+	if t.index.n >= t.max {
 		return Ref{}, nil, false, false
 	}
+	return t.add(k, h)
+}
+
+// add adds an empty entry for k (hash h), which the table does not hold and
+// has room for.
+func (t *Table) add(k string, h uint32) (r Ref, e *Entry, added, ok bool) {
 	var s Slot
 	if last := len(t.free) - 1; last >= 0 {
 		s = t.free[last]
@@ -138,7 +158,7 @@ func (t *Table) Ensure(k []byte) (r Ref, e *Entry, added, ok bool) {
 		t.entries = append(t.entries, Entry{})
 		t.gens = append(t.gens, 1) // from 1: the zero Ref matches no entry
 	}
-	t.entries[s] = Entry{Key: string(k)}
+	t.entries[s] = Entry{Key: k}
 	t.index.insert(h, s)
 	return Ref{s, t.gens[s]}, &t.entries[s], true, true
 }
@@ -180,6 +200,17 @@ func (t *Table) Each(fn func(Slot, *Entry)) {
 
 // Lookup returns the slot of k, if held.
 func (t *Table) Lookup(k string) (Slot, bool) { return find(t, k, hashKey(k)) }
+
+// HeldKey returns the key held equal to k, if any: a string the table
+// already holds, for a caller that needs k as a string without allocating
+// one. It allocates nothing.
+func (t *Table) HeldKey(k []byte) (string, bool) {
+	s, ok := find(t, k, hashKey(k))
+	if !ok {
+		return "", false
+	}
+	return t.entries[s].Key, true
+}
 
 // find is Lookup of a key as a string or in bytes (Ensure's), without
 // allocating: the index gives the slots whose keys share k's hash.

@@ -3,7 +3,9 @@ package table_test
 import (
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/reqcount/reqcount/filter/table"
 )
@@ -265,4 +267,86 @@ func BenchmarkAddExisting(b *testing.B) {
 	for b.Loop() {
 		tb.Add(k, 1)
 	}
+}
+
+// TestEnsureStringHeldKey: EnsureString finds a key however it was added and
+// adds one keeping the caller's string; HeldKey gives the string held for a
+// key's bytes, nothing for a key not held (never added, removed, or refused
+// by a full table).
+func TestEnsureStringHeldKey(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		max     int
+		byBytes []string // added with Ensure first
+		byStr   []string // then with EnsureString
+		removed []string // then removed
+		added   []bool   // EnsureString's added, per byStr
+		ok      []bool   // EnsureString's ok, per byStr
+		held    []string // HeldKey finds these
+		notHeld []string // and not these
+	}{
+		{name: "new keys keep the caller's string", max: 4, byStr: []string{"a.ns", "b.ns"},
+			added: []bool{true, true}, ok: []bool{true, true}, held: []string{"a.ns", "b.ns"}, notHeld: []string{"c.ns", "a.n", "a.nss", ""}},
+		{name: "a key added from bytes is found", max: 4, byBytes: []string{"a.ns"}, byStr: []string{"a.ns"},
+			added: []bool{false}, ok: []bool{true}, held: []string{"a.ns"}},
+		{name: "a full table refuses a new key", max: 1, byBytes: []string{"a.ns"}, byStr: []string{"b.ns", "a.ns"},
+			added: []bool{false, false}, ok: []bool{false, true}, held: []string{"a.ns"}, notHeld: []string{"b.ns"}},
+		{name: "a removed key is not held, its slot reused", max: 2, byStr: []string{"a.ns", "b.ns"}, removed: []string{"a.ns"},
+			added: []bool{true, true}, ok: []bool{true, true}, held: []string{"b.ns"}, notHeld: []string{"a.ns"}},
+		{name: "growth keeps every key", max: 1000, byStr: manyKeys(300),
+			added: repeat(true, 300), ok: repeat(true, 300), held: manyKeys(300), notHeld: []string{"svc-300.ns"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tb := table.New(tc.max)
+			for _, k := range tc.byBytes {
+				tb.Ensure([]byte(k))
+			}
+			for i, k := range tc.byStr {
+				k = strings.Clone(k)
+				_, e, added, ok := tb.EnsureString(k)
+				if added != tc.added[i] || ok != tc.ok[i] {
+					t.Fatalf("EnsureString(%q) added %v ok %v, want %v %v", k, added, ok, tc.added[i], tc.ok[i])
+				}
+				if added && unsafe.StringData(e.Key) != unsafe.StringData(k) {
+					t.Errorf("EnsureString(%q) copied the key", k)
+				}
+			}
+			for _, k := range tc.removed {
+				s, _ := tb.Lookup(k)
+				tb.Remove(s)
+			}
+			for _, k := range tc.held {
+				if got, ok := tb.HeldKey([]byte(k)); !ok || got != k {
+					t.Errorf("HeldKey(%q) = %q, %v", k, got, ok)
+				}
+			}
+			for _, k := range tc.notHeld {
+				if got, ok := tb.HeldKey([]byte(k)); ok {
+					t.Errorf("HeldKey(%q) = %q, want none", k, got)
+				}
+			}
+		})
+	}
+	tb := table.New(10)
+	tb.EnsureString("web.shop")
+	k := []byte("web.shop")
+	if n := testing.AllocsPerRun(1000, func() { tb.HeldKey(k); tb.EnsureString("web.shop") }); n != 0 {
+		t.Fatalf("HeldKey and EnsureString of a held key allocate %v times", n)
+	}
+}
+
+func manyKeys(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("svc-%d.ns", i)
+	}
+	return out
+}
+
+func repeat(v bool, n int) []bool {
+	out := make([]bool, n)
+	for i := range out {
+		out[i] = v
+	}
+	return out
 }

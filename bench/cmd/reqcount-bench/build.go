@@ -44,15 +44,15 @@ func repoRoot() (string, error) {
 	}
 }
 
-// buildModules builds every module into dir with filter/_sdkabi/build.sh, one
+// buildModules builds the modules specs into dir with filter/_sdkabi/build.sh, one
 // after the other (the script holds a lock on build/sdk anyway), and returns
 // their bytes by name. The script's chatter goes to stderr.
-func buildModules(root, dir string) (map[string][]byte, error) {
+func buildModules(root, dir string, specs []moduleSpec) (map[string][]byte, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
 	out := map[string][]byte{}
-	for _, m := range moduleSpecs {
+	for _, m := range specs {
 		path := filepath.Join(dir, m.name+".wasm")
 		args := []string{"-o", path}
 		if m.tags != "" {

@@ -7,6 +7,7 @@
 // Usage:
 //
 //	go run ./bench/cmd/reqcount-bench [-rounds 7] [-n 200000] [-quick] [-out bench/RESULTS.md]
+//	go run ./bench/cmd/reqcount-bench -only perkey -out '' [-key-long-ticks 240]
 //
 // It builds the modules into -build-dir with filter/_sdkabi/build.sh, runs
 // everything in one process on the e2e wasm host (e2e/wasmhost, wazero),
@@ -47,7 +48,12 @@ type options struct {
 	out          string
 	quick        bool
 	profile      string
+	// only names the one phase to run (onlyPerKey), "" for all.
+	only string
 }
+
+// onlyPerKey is -only's one value: the per-key memory phase alone.
+const onlyPerKey = "perkey"
 
 func parseFlags(args []string) (options, error) {
 	var o options
@@ -67,6 +73,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.out, "out", "bench/RESULTS.md", "results file to write (relative to the repository root); empty: none")
 	fs.BoolVar(&o.quick, "quick", false, "smoke mode: few requests, short benchmarks, no results file unless -out is given")
 	fs.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile of the wasm phases to this file")
+	fs.StringVar(&o.only, "only", "", "run one phase only and print its rows and targets: \"perkey\" (the per-key memory phase: the filter's linear memory at 0, 1k and 10k active keys per role, then the key turnover and its long run, -key-long-ticks long); needs -out '' (a partial run writes no results file)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -99,6 +106,10 @@ func parseFlags(args []string) (options, error) {
 		return o, fmt.Errorf("need 0 < -mem1 < -mem2")
 	case o.longTicks < 1 || o.longRequests < 0:
 		return o, fmt.Errorf("-long-ticks must be positive, -long-requests not negative")
+	case o.only != "" && o.only != onlyPerKey:
+		return o, fmt.Errorf("-only %q: the one phase it runs alone is %q", o.only, onlyPerKey)
+	case o.only != "" && o.out != "":
+		return o, fmt.Errorf("-only writes no results file: pass -out ''")
 	}
 	return o, nil
 }
@@ -160,8 +171,11 @@ func run(ctx context.Context, o options, stdout io.Writer) error {
 	res := &results{opts: o, started: began.UTC(),
 		sdkVersion: requiredVersion(root, "github.com/tetratelabs/proxy-wasm-go-sdk")}
 
+	if o.only == onlyPerKey {
+		return runOnlyPerKey(ctx, o, root, buildDir, stdout)
+	}
 	phase := startPhase("build")
-	wasm, err := buildModules(root, buildDir)
+	wasm, err := buildModules(root, buildDir, moduleSpecs)
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"time"
@@ -51,8 +52,8 @@ type keyMemRow struct {
 	mem       uint32 // linear memory
 	// heap and runtime are the guest's own accounting (the reqcount.vm.*
 	// gauges, read from runtime/metrics at its last tick): live heap objects
-	// and all the memory the Go runtime maps; per worker only where the host
-	// runs one VM (the gauges are Envoy-wide: with two VMs the last writer's).
+	// and all the memory the Go runtime maps, this VM's share of the
+	// Envoy-wide gauges (wasmhost.Worker.Gauge).
 	heap, runtime int64
 }
 
@@ -280,10 +281,9 @@ func keyMemory(ctx context.Context, mod *wasmhost.Module, aggregate string, keys
 				role = "holder"
 			}
 		}
-		r := keyMemRow{aggregate: aggregate, role: role, keys: keys, mem: k.h.Worker(i).MemorySize()}
-		if workers == 1 {
-			r.heap, r.runtime = k.h.Gauge("reqcount.vm.heap_bytes"), k.h.Gauge("reqcount.vm.memory_bytes")
-		}
+		w := k.h.Worker(i)
+		r := keyMemRow{aggregate: aggregate, role: role, keys: keys, mem: w.MemorySize(),
+			heap: w.Gauge("reqcount.vm.heap_bytes"), runtime: w.Gauge("reqcount.vm.memory_bytes")}
 		rows = append(rows, r)
 	}
 	// A count merged after the holder collected its shard goes out in the
@@ -476,4 +476,47 @@ func problemSuffix(p string) string {
 		return ""
 	}
 	return "; " + p
+}
+
+// runOnlyPerKey is -only perkey: it builds the filter alone, runs the per-key
+// memory phase, and prints its rows and targets (no results file: a partial
+// run's figures are for the one who ran it, not bench/RESULTS.md).
+func runOnlyPerKey(ctx context.Context, o options, root, buildDir string, stdout io.Writer) error {
+	phase := startPhase("build")
+	var specs []moduleSpec
+	for _, m := range moduleSpecs {
+		if m.name == "filter" {
+			specs = append(specs, m)
+		}
+	}
+	wasm, err := buildModules(root, buildDir, specs)
+	if err != nil {
+		return err
+	}
+	phase.end()
+	mod, err := wasmhost.Compile(ctx, wasm["filter"])
+	if err != nil {
+		return fmt.Errorf("compile filter: %w", err)
+	}
+	defer mod.Close(ctx)
+	phase = startPhase("per-key memory")
+	p, err := runPerKey(ctx, o, mod)
+	if err != nil {
+		return err
+	}
+	phase.end()
+	var t, g strings.Builder
+	row := func(cells ...string) { t.WriteString("| " + strings.Join(cells, " | ") + " |\n") }
+	row("measure", "subject", "value", "detail")
+	row("---", "---", "---", "---")
+	p.tableRows(row)
+	p.targets(func(ok bool, format string, args ...any) {
+		mark := "PASS"
+		if !ok {
+			mark = "MISS"
+		}
+		fmt.Fprintf(&g, "- %s: %s\n", mark, fmt.Sprintf(format, args...))
+	})
+	_, err = fmt.Fprintf(stdout, "%s\n%s", t.String(), g.String())
+	return err
 }

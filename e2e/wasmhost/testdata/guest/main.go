@@ -532,13 +532,14 @@ func encodePairs(ps [][2]string) []byte {
 
 //go:wasmexport proxy_on_http_call_response
 func onHTTPCallResponse(root, token, nHeaders, bodySize, nTrailers uint32) {
-	status, _ := header(6, ":status")
-	all, _, _ := pairs(6)
-	body, _ := buffer(4, bodySize)
+	status, stSt := header(6, ":status")
+	all, _, stPairs := pairs(6)
+	body, stBody := buffer(4, bodySize)
 	var code, p, n uint32
 	proxyGetStatus(unsafe.Pointer(&code), unsafe.Pointer(&p), unsafe.Pointer(&n))
 	logf(2, "response token="+itoa(token)+" headers="+itoa(nHeaders)+" status="+status+
-		" body="+body+" call_status="+itoa(code)+"/"+bytesAt(p, n)+" pairs="+all)
+		" body="+body+" call_status="+itoa(code)+"/"+bytesAt(p, n)+" pairs="+all+
+		" reads="+itoa(stSt)+"/"+itoa(stPairs)+"/"+itoa(stBody))
 	if pending {
 		logf(2, "proxy_done status="+itoa(proxyDone()))
 	}
