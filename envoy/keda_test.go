@@ -359,7 +359,8 @@ func checkKEDAExample(ex kedaExample) error {
 			return fmt.Errorf("Service selector %s=%s does not select the Deployment's pods", k, v)
 		}
 	}
-	servicePort := map[string]int32{} // Service port name → port, once its targetPort is checked
+	// The Service ports that reach the container's http and grpc ports.
+	var httpPort, grpcPort int32
 	for _, p := range s.Spec.Ports {
 		target := p.TargetPort.IntVal
 		if p.TargetPort.Type == intstr.String {
@@ -368,12 +369,11 @@ func checkKEDAExample(ex kedaExample) error {
 		if target == 0 || !slices.Contains(slices.Collect(maps.Values(containerPorts)), target) {
 			return fmt.Errorf("Service port %s: targetPort %s is not a container port", p.Name, p.TargetPort.String())
 		}
-		servicePort[p.Name] = p.Port
-		if target == containerPorts["grpc"] {
-			servicePort["→grpc"] = p.Port
-		}
-		if target == containerPorts["http"] {
-			servicePort["→http"] = p.Port
+		switch target {
+		case containerPorts["grpc"]:
+			grpcPort = p.Port
+		case containerPorts["http"]:
+			httpPort = p.Port
 		}
 	}
 	host := s.Name + "." + s.Namespace + ".svc.cluster.local"
@@ -382,7 +382,7 @@ func checkKEDAExample(ex kedaExample) error {
 	if err != nil {
 		return fmt.Errorf("WasmPlugin pluginConfig: %w", err)
 	}
-	if want := fmt.Sprintf("outbound|%d||%s", servicePort["→http"], host); cfg.Cluster != want {
+	if want := fmt.Sprintf("outbound|%d||%s", httpPort, host); cfg.Cluster != want {
 		return fmt.Errorf("WasmPlugin cluster %q, want the scaler's http port %q", cfg.Cluster, want)
 	}
 	if cfg.Path != f.Path() {
@@ -398,7 +398,7 @@ func checkKEDAExample(ex kedaExample) error {
 		if tr.Type != "external-push" {
 			continue
 		}
-		if want := fmt.Sprintf("%s:%d", host, servicePort["→grpc"]); tr.Metadata["scalerAddress"] != want {
+		if want := fmt.Sprintf("%s:%d", host, grpcPort); tr.Metadata["scalerAddress"] != want {
 			return fmt.Errorf("trigger %d: scalerAddress %q, want the scaler's grpc port %q", i, tr.Metadata["scalerAddress"], want)
 		}
 		target, err := external.ParseTrigger(tr.Metadata, so.Namespace, maxWindow, res)

@@ -121,7 +121,16 @@ func (t *Table) Get(r Ref) *Entry {
 // Ensure returns the entry for k, adding an empty one if k is not held (added is
 // then true). It returns ok false, adding nothing, when k is not held and the
 // table is full. For a key already held it allocates nothing.
-func (t *Table) Ensure(k []byte) (r Ref, e *Entry, added, ok bool) {
+func (t *Table) Ensure(k []byte) (r Ref, e *Entry, added, ok bool) { return ensure(t, k) }
+
+// EnsureString is Ensure of a key held as a string: an entry it adds keeps k
+// itself, no copy (a caller that holds the key's string already allocates
+// nothing for it).
+func (t *Table) EnsureString(k string) (r Ref, e *Entry, added, ok bool) { return ensure(t, k) }
+
+// ensure is Ensure for a key in bytes or as a string: string(k) copies bytes
+// and is k itself for a string.
+func ensure[S ~string | ~[]byte](t *Table, k S) (r Ref, e *Entry, added, ok bool) {
 	h := hashKey(k)
 	if s, ok := find(t, k, h); ok {
 		return Ref{s, t.gens[s]}, &t.entries[s], false, true
@@ -130,20 +139,6 @@ func (t *Table) Ensure(k []byte) (r Ref, e *Entry, added, ok bool) {
 		return Ref{}, nil, false, false // before the key's copy: a full table allocates nothing
 	}
 	return t.add(string(k), h)
-}
-
-// EnsureString is Ensure of a key held as a string: an entry it adds keeps k
-// itself, no copy (a caller that holds the key's string already allocates
-// nothing for it).
-func (t *Table) EnsureString(k string) (r Ref, e *Entry, added, ok bool) {
-	h := hashKey(k)
-	if s, ok := find(t, k, h); ok {
-		return Ref{s, t.gens[s]}, &t.entries[s], false, true
-	}
-	if t.index.n >= t.max {
-		return Ref{}, nil, false, false
-	}
-	return t.add(k, h)
 }
 
 // add adds an empty entry for k (hash h), which the table does not hold and

@@ -17,6 +17,8 @@ package external
 import (
 	"context"
 	"errors"
+	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -112,21 +114,12 @@ func (s *Scaler) target(method string, ref *pb.ScaledObjectRef) (Target, error) 
 	if err != nil {
 		field := "unknown"
 		var fe *fieldError
-		if errors.As(err, &fe) && (fe.field == "scaledObjectRef" || contains(ourFields, fe.field)) {
+		if errors.As(err, &fe) && (fe.field == "scaledObjectRef" || slices.Contains(ourFields, fe.field)) {
 			field = fe.field
 		}
 		s.invalidTotal.WithLabelValues(method, field).Inc()
 	}
 	return t, err
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // answered counts a call's outcome.
@@ -182,7 +175,7 @@ func (s *Scaler) StreamIsActive(ref *pb.ScaledObjectRef, stream grpc.ServerStrea
 			if err := stream.Send(&pb.IsActiveResponse{Result: active}); err != nil {
 				return err
 			}
-			s.pushesTotal.WithLabelValues(boolLabel(active)).Inc()
+			s.pushesTotal.WithLabelValues(strconv.FormatBool(active)).Inc()
 			sent, last = true, active
 		}
 		// Wake when the state would turn false; a count resets that.
@@ -200,13 +193,6 @@ func (s *Scaler) StreamIsActive(ref *pb.ScaledObjectRef, stream grpc.ServerStrea
 		case <-timer.C:
 		}
 	}
-}
-
-func boolLabel(b bool) string {
-	if b {
-		return "true"
-	}
-	return "false"
 }
 
 // GetMetricSpec announces the target's one metric and its per-replica target.

@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -154,6 +155,6 @@ func (h *Handler) refuse(w http.ResponseWriter, code int, label, reason string) 
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(code)
 	io.WriteString(w, reason+"\n")
-	h.requests.WithLabelValues(fmt.Sprint(code)).Inc()
+	h.requests.WithLabelValues(strconv.Itoa(code)).Inc()
 	h.rejected.WithLabelValues(label).Inc()
 }

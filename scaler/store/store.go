@@ -291,10 +291,7 @@ func (s *Store) Active(k Key, window time.Duration) (bool, time.Duration) {
 // buckets: the bucket of now and the window/Resolution - 1 before it. Windows
 // longer than MaxWindow are answered as MaxWindow.
 func (s *Store) Sum(k Key, window time.Duration) uint64 {
-	n := int64(min(window, s.window)) / s.res
-	if n < 1 {
-		n = 1
-	}
+	n := s.buckets(window)
 	b := s.now().UnixNano() / s.res
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -314,11 +311,12 @@ func (s *Store) Sum(k Key, window time.Duration) uint64 {
 // Rate returns the requests per second reported for k over the last window:
 // Sum(k, window) divided by the window rounded to whole buckets.
 func (s *Store) Rate(k Key, window time.Duration) float64 {
-	n := int64(min(window, s.window)) / s.res
-	if n < 1 {
-		n = 1
-	}
-	return float64(s.Sum(k, window)) / (float64(n*s.res) / float64(time.Second))
+	return float64(s.Sum(k, window)) / (float64(s.buckets(window)*s.res) / float64(time.Second))
+}
+
+// buckets is window in whole buckets: at least one, at most MaxWindow's.
+func (s *Store) buckets(window time.Duration) int64 {
+	return max(int64(min(window, s.window))/s.res, 1)
 }
 
 // Subscription is told when counts arrive for its key. Read C; Close it when

@@ -33,9 +33,8 @@ const kedaMaxReplicas = 10
 // from zero (its cluster gets a healthy host -up-after later), on false it
 // scales it to zero, and every -keda-poll it prints what the HPA would see.
 type kedaDemo struct {
-	httpAddr string
-	run      *server.Running
-	conn     *grpc.ClientConn
+	run  *server.Running
+	conn *grpc.ClientConn
 }
 
 func startKEDA(ctx context.Context, grpcLn net.Listener, o options, wakeAfter time.Duration, cold map[string]string, hostp *atomic.Pointer[wasmhost.Host]) (*kedaDemo, error) {
@@ -63,7 +62,6 @@ func startKEDA(ctx context.Context, grpcLn net.Listener, o options, wakeAfter ti
 		return nil, err
 	}
 	d := &kedaDemo{run: srv.StartOn(hl, grpcLn)}
-	d.httpAddr = d.run.HTTPAddr
 
 	addr := grpcAddress(o.keda, grpcLn.Addr())
 	log.Printf("keda: grpc reqcount-scaler %s (a ScaledObject's external-push trigger: scalerAddress %s)", addr, addr)

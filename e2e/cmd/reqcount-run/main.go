@@ -161,7 +161,7 @@ func run(o options) error {
 			return err
 		}
 		defer keda.close()
-		upstream, upstreamDesc = keda.httpAddr, "reqcount-scaler at http://"+keda.httpAddr+cfg.Path
+		upstream, upstreamDesc = keda.run.HTTPAddr, "reqcount-scaler at http://"+keda.run.HTTPAddr+cfg.Path
 	} else {
 		var upOnce sync.Map
 		coll := collector.New(collector.Options{Batch: cfg.Mode == config.ModeBatch, Out: os.Stdout, Path: cfg.Path,
