@@ -481,7 +481,8 @@ func (h *Host) LogLines() []LogLine { return h.logs.all() }
 // included.
 func (h *Host) Stats() Stats {
 	total := Stats{GuestCalls: map[string]uint64{}, HostCalls: map[string]uint64{},
-		GuestTime: map[string]time.Duration{}, GuestMax: map[string]time.Duration{}}
+		GuestTime: map[string]time.Duration{}, GuestMax: map[string]time.Duration{},
+		GuestCPU: map[string]time.Duration{}, GuestCPUMax: map[string]time.Duration{}}
 	workers, retired := h.snapshot()
 	for _, w := range append(workers, retired...) {
 		s := w.Stats()
@@ -525,6 +526,12 @@ type Stats struct {
 	// (empty otherwise); the allocator's own entries are not listed, their
 	// time is in the callback that needed the memory.
 	GuestTime, GuestMax map[string]time.Duration
+	// GuestCPU and GuestCPUMax are the same calls' CPU time on the worker's
+	// thread (Linux only, empty elsewhere): what the call cost, without the
+	// time the thread waited for a CPU it was not given (preemption by other
+	// threads, a virtual machine's steal), which wall time counts and which
+	// lands on whichever call happens to run.
+	GuestCPU, GuestCPUMax map[string]time.Duration
 }
 
 // StreamStats counts HTTP streams.
@@ -560,6 +567,12 @@ func (s *Stats) add(o Stats) {
 	}
 	for k, v := range o.GuestMax {
 		s.GuestMax[k] = max(s.GuestMax[k], v)
+	}
+	for k, v := range o.GuestCPU {
+		s.GuestCPU[k] += v
+	}
+	for k, v := range o.GuestCPUMax {
+		s.GuestCPUMax[k] = max(s.GuestCPUMax[k], v)
 	}
 	s.GuestEntries += o.GuestEntries
 	s.PollOneoff.AtStart += o.PollOneoff.AtStart

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/sys"
 )
 
@@ -85,11 +87,13 @@ type Worker struct {
 	mem  api.Memory
 	ctx  context.Context // carries the worker to host functions
 
-	fns        [numCallbacks]api.Function
-	guestCalls [numCallbacks]atomic.Uint64
-	guestTime  [numCallbacks]atomic.Int64 // ns, with Config.TimeCallbacks
-	guestMax   [numCallbacks]atomic.Int64 // ns, written by the worker goroutine only
-	hostCalls  []atomic.Uint64
+	fns         [numCallbacks]api.Function
+	guestCalls  [numCallbacks]atomic.Uint64
+	guestTime   [numCallbacks]atomic.Int64 // ns, with Config.TimeCallbacks
+	guestMax    [numCallbacks]atomic.Int64 // ns, written by the worker goroutine only
+	guestCPU    [numCallbacks]atomic.Int64 // ns of thread CPU time, with Config.TimeCallbacks
+	guestCPUMax [numCallbacks]atomic.Int64 // ns, written by the worker goroutine only
+	hostCalls   []atomic.Uint64
 	// pollAtStart and pollAfterStart count poll_oneoff calls (any WASI
 	// module name) during the module's start and after it.
 	pollAtStart, pollAfterStart atomic.Uint64
@@ -187,7 +191,8 @@ func newWorker(ctx context.Context, h *Host, idx int, start uint64) (*Worker, er
 	for k, v := range h.cfg.Env {
 		cfg = cfg.WithEnv(k, v)
 	}
-	inst, err := m.rt.InstantiateModule(ctx, m.compiled, cfg)
+	// Linear memory as Envoy's engines hold it: reserved, never moved on growth.
+	inst, err := m.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, reservedMemory), m.compiled, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("wasmhost: worker %d: instantiate: %w", idx, err)
 	}
@@ -350,7 +355,15 @@ func (w *Worker) call(cb int) (uint64, error) {
 	w.guestCalls[cb].Add(1)
 	w.effective = 0
 	var start time.Time
+	var cpu0 int64
+	var cpuOK bool
 	if w.h.cfg.TimeCallbacks {
+		// The call stays on this OS thread, so that the thread's CPU time
+		// is the call's (a goroutine locked for the whole loop instead made
+		// every wake-up of the worker a thread handoff).
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		cpu0, cpuOK = threadCPU() // outside the wall-time window
 		start = time.Now()
 	}
 	err := w.fns[cb].CallWithStack(w.ctx, w.stack[:])
@@ -359,6 +372,13 @@ func (w *Worker) call(cb int) (uint64, error) {
 		w.guestTime[cb].Add(d)
 		if d > w.guestMax[cb].Load() {
 			w.guestMax[cb].Store(d)
+		}
+		if cpu1, ok := threadCPU(); ok && cpuOK {
+			c := cpu1 - cpu0
+			w.guestCPU[cb].Add(c)
+			if c > w.guestCPUMax[cb].Load() {
+				w.guestCPUMax[cb].Store(c)
+			}
 		}
 	}
 	if err != nil {
@@ -569,7 +589,8 @@ func (w *Worker) MemorySize() uint32 {
 // Stats returns this worker's counters.
 func (w *Worker) Stats() Stats {
 	s := Stats{GuestCalls: map[string]uint64{}, HostCalls: map[string]uint64{}, Requests: w.requests.Load(),
-		GuestTime: map[string]time.Duration{}, GuestMax: map[string]time.Duration{}}
+		GuestTime: map[string]time.Duration{}, GuestMax: map[string]time.Duration{},
+		GuestCPU: map[string]time.Duration{}, GuestCPUMax: map[string]time.Duration{}}
 	s.Streams = StreamStats{
 		Open: w.openStreams.Load(), Paused: w.pausedStreams.Load(), Opened: w.opened.Load(),
 		PausedTotal: w.pausedTotal.Load(), Resumed: w.resumed.Load(), Reset: w.resets.Load(),
@@ -585,6 +606,10 @@ func (w *Worker) Stats() Stats {
 			if w.h.cfg.TimeCallbacks && cb != cbAlloc {
 				s.GuestTime[name] = time.Duration(w.guestTime[cb].Load())
 				s.GuestMax[name] = time.Duration(w.guestMax[cb].Load())
+				if c := w.guestCPU[cb].Load(); c > 0 {
+					s.GuestCPU[name] = time.Duration(c)
+					s.GuestCPUMax[name] = time.Duration(w.guestCPUMax[cb].Load())
+				}
 			}
 		}
 	}
