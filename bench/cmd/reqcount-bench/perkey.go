@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -25,6 +27,12 @@ import (
 // goes idle each interval and as many new ones arrive, with the longest tick
 // and the GC cycles it ran; and the long run repeats that for hours of ticks
 // and compares the memory at its end with the memory after its first interval.
+//
+// The tick target is on the worker thread's CPU time (wasmhost's GuestCPU),
+// wall time reported beside it: this sandbox's vCPUs lose about 5 % to steal
+// under load, and in wall time it lands on whichever tick runs, doubling
+// some. The host's own GC is off during the timed intervals and bodies are
+// decoded after them, so neither is charged to the guest.
 
 // perKeyCounts are the table's columns: active keys per worker.
 var perKeyCounts = []int{0, 1000, 10000}
@@ -63,10 +71,11 @@ type keyTurn struct {
 	keys      int
 	ticks     int // per flush interval
 	intervals int
-	// longest is each interval's longest proxy_on_tick (guest time), gc the
-	// GC cycles the VM ran over the timed intervals.
-	longest  []time.Duration
-	gcCycles int64
+	// longest and longestCPU are each interval's longest proxy_on_tick, in
+	// wall time and in the worker thread's CPU time; gcCycles the GC cycles
+	// the VM ran over the timed intervals.
+	longest, longestCPU []time.Duration
+	gcCycles            int64
 	// Long run: linear memory after its first interval and at its end, over
 	// longTicks ticks.
 	longTicks         int
@@ -135,9 +144,11 @@ type keyHost struct {
 	clock *simClock
 	tick  time.Duration
 	ticks int // per flush interval
-	// sent counts the requests the collector accepted, from the bodies.
-	mu   sync.Mutex
-	sent uint64
+	// sent counts the requests the collector accepted, from the bodies
+	// (decoded after each interval's ticks, out of the timed calls).
+	sent   uint64
+	mu     sync.Mutex
+	bodies [][]byte
 }
 
 func newKeyHost(ctx context.Context, mod *wasmhost.Module, aggregate string, workers, maxKeys int) (*keyHost, error) {
@@ -156,10 +167,13 @@ func newKeyHost(ctx context.Context, mod *wasmhost.Module, aggregate string, wor
 		TimeCallbacks: true,
 		Walltime:      k.clock.Now,
 		LogLevel:      wasmhost.LevelInfo,
+		// The dispatcher runs inside proxy_http_call, so inside the timed
+		// tick: it only keeps the body (already the host's copy) and
+		// answers, as the guest flush's does; a collector's decoding is not
+		// Envoy's work.
 		Dispatch: func(c wasmhost.Callout, reply func(wasmhost.Response)) {
-			n := bodyCount(c.Body)
 			k.mu.Lock()
-			k.sent += n
+			k.bodies = append(k.bodies, c.Body)
 			k.mu.Unlock()
 			reply(ok)
 		},
@@ -183,36 +197,55 @@ func keyRequest(i int) wasmhost.Request {
 	return wasmhost.Request{Headers: hs}
 }
 
+// tickTimes are the longest proxy_on_tick of one interval on worker 0: wall
+// time, and CPU time on the worker's thread.
+type tickTimes struct{ wall, cpu time.Duration }
+
 // interval sends reqs to every worker, then ticks every worker through one
-// flush interval and waits for the answers. It returns the longest proxy_on_tick of the interval on worker 0.
-func (k *keyHost) interval(ctx context.Context, reqs []wasmhost.Request) (time.Duration, error) {
+// flush interval and waits for the answers. It returns the longest
+// proxy_on_tick of the interval on worker 0.
+func (k *keyHost) interval(ctx context.Context, reqs []wasmhost.Request) (tickTimes, error) {
+	// The host's own garbage (the bench's, wazero's) is collected between
+	// intervals, and the host's collector is off during one: a host GC's
+	// assists and its workers would land in the timed guest calls, and
+	// Envoy's C++ has no such cycle.
+	runtime.GC()
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 	for i := range k.h.Workers() {
 		w := k.h.Worker(i)
 		for _, r := range reqs {
 			if _, err := w.Request(ctx, r); err != nil {
-				return 0, err
+				return tickTimes{}, err
 			}
 		}
 	}
 	w0 := k.h.Worker(0)
-	var longest time.Duration
+	var longest tickTimes
 	for range k.ticks {
-		before := w0.Stats().GuestTime["proxy_on_tick"]
+		before := w0.Stats()
 		for i := range k.h.Workers() {
 			if err := k.h.Worker(i).Tick(ctx); err != nil {
-				return 0, err
+				return tickTimes{}, err
 			}
 		}
-		longest = max(longest, w0.Stats().GuestTime["proxy_on_tick"]-before)
+		after := w0.Stats()
+		longest.wall = max(longest.wall, after.GuestTime["proxy_on_tick"]-before.GuestTime["proxy_on_tick"])
+		longest.cpu = max(longest.cpu, after.GuestCPU["proxy_on_tick"]-before.GuestCPU["proxy_on_tick"])
 		k.clock.advance(k.tick)
 	}
 	for i := range k.h.Workers() {
 		w := k.h.Worker(i)
 		w.MemorySize() // after every answer queued so far
 		if err := w.Crashed(); err != nil {
-			return 0, err
+			return tickTimes{}, err
 		}
 	}
+	k.mu.Lock()
+	for _, b := range k.bodies {
+		k.sent += bodyCount(b)
+	}
+	k.bodies = k.bodies[:0]
+	k.mu.Unlock()
 	return longest, nil
 }
 
@@ -349,7 +382,7 @@ func keyTurnover(ctx context.Context, o options, mod *wasmhost.Module, aggregate
 			return crashed(err)
 		}
 		counted += uint64(keys)
-		t.longest = append(t.longest, d)
+		t.longest, t.longestCPU = append(t.longest, d.wall), append(t.longestCPU, d.cpu)
 	}
 	t.gcCycles = gc() - gc0
 	// The long run: the same turnover, one interval after another.
@@ -427,11 +460,11 @@ func (p *perKey) tableRows(row func(...string)) {
 			detail+"; every key with a request on every worker in each of two flush intervals, reported and answered")
 	}
 	for _, t := range p.turns {
-		s := durationSpread(t.longest)
+		s, c := durationSpread(t.longest), durationSpread(t.longestCPU)
 		row("longest tick, keys turning over", fmt.Sprintf("aggregate %s, %s keys, %d%% replaced per interval", t.aggregate, count(t.keys), keyTurnShare),
-			ms(medianDuration(t.longest)),
-			fmt.Sprintf("median over %d flush intervals (%d ticks each) of each interval's longest proxy_on_tick; longest of all %s; %d GC cycles in those intervals",
-				len(t.longest), t.ticks, ms(time.Duration(s.Max)), t.gcCycles))
+			ms(time.Duration(c.Max))+" CPU",
+			fmt.Sprintf("longest proxy_on_tick of %d flush intervals (%d ticks each) in the worker thread's CPU time (median of the intervals' longest %s); wall time: longest %s, median %s; %d GC cycles in those intervals",
+				len(t.longestCPU), t.ticks, ms(medianDuration(t.longestCPU)), ms(time.Duration(s.Max)), ms(medianDuration(t.longest)), t.gcCycles))
 		row("memory over the long run, keys turning over", fmt.Sprintf("aggregate %s, %s keys", t.aggregate, count(t.keys)),
 			fmt.Sprintf("%s after the first interval, %s at the end", mib(uint64(t.memFirst)), mib(uint64(t.memLast))),
 			fmt.Sprintf("%d ticks (%v of ticks), %d%% of the keys replaced per interval; %d GC cycles (%.0f per hour of ticks); %d poll_oneoff calls to the host (ENOSYS, as Envoy 1.33-1.38); %d requests sent, %d reported",
@@ -457,10 +490,11 @@ func (p *perKey) targets(target func(bool, string, ...any)) {
 		}
 	}
 	for _, t := range p.turns {
-		s := durationSpread(t.longest)
-		target(t.problem == "" && len(t.longest) >= 10 && time.Duration(s.Max) <= targetKeyTick,
-			"aggregate %s: longest tick at %s keys turning over ≤ %s, GC cycles included: %s over %d intervals with %d GC cycles%s",
-			t.aggregate, count(t.keys), ms(targetKeyTick), ms(time.Duration(s.Max)), len(t.longest), t.gcCycles, problemSuffix(t.problem))
+		c := durationSpread(t.longestCPU)
+		target(t.problem == "" && len(t.longestCPU) >= 10 && time.Duration(c.Max) > 0 && time.Duration(c.Max) <= targetKeyTick,
+			"aggregate %s: longest tick at %s keys turning over ≤ %s CPU, GC cycles included: %s over %d intervals with %d GC cycles (wall %s)%s",
+			t.aggregate, count(t.keys), ms(targetKeyTick), ms(time.Duration(c.Max)), len(t.longestCPU), t.gcCycles,
+			ms(time.Duration(durationSpread(t.longest).Max)), problemSuffix(t.problem))
 		n := t.polls.AtStart + t.polls.AfterStart
 		target(t.problem == "" && n == 0, "aggregate %s, %s keys turning over: calls to the host's poll_oneoff = 0 over %v of ticks with %d GC cycles: %d%s",
 			t.aggregate, count(t.keys), t.longSpan, t.longGC, n, problemSuffix(t.problem))
