@@ -2,7 +2,8 @@ package merge
 
 import (
 	"bytes"
-	"sort"
+	"encoding/binary"
+	"slices"
 	"strconv"
 )
 
@@ -12,9 +13,16 @@ import (
 // guest's mark workers run only when a callback yields): at 10 000 keys the
 // outbox as maps of strings was 0.6 MiB for each cycle to scan, 10 000 key
 // pointers among them. An entry whose counts were all delivered keeps its key,
-// so that the key's next count reuses it, and the keys' order, kept for the
+// so that the key's next count reuses it, until the dropped entries are more
+// than a quarter of the held ones (compact); and the keys' order, kept for the
 // encoding, is sorted again only when a key is new (the maps were sorted on
 // every write).
+//
+// Keys turn over (a gateway's destinations come and go), so the shard is
+// compacted in place: its arrays keep their room for the next keys, and a
+// worker whose keys come and go at a steady rate makes no garbage here. Each
+// one costs the GC a cycle sooner, and in a VM whose memory never shrinks the
+// heap a cycle starts at is paid for the VM's life.
 type shard struct {
 	nextGen uint32
 	dirty   bool
@@ -26,24 +34,25 @@ type shard struct {
 	written bool
 	live    int        // entries with counts
 	ents    []outEntry // entries; n 0: dropped, the key kept
-	keys    []byte     // the entries' keys, back to back
+	keys    []byte     // the entries' keys, back to back, each after its length (a uvarint)
 	slots   []int32    // by key hash, open addressing: entry+1, 0 empty; at most half full
 	order   []int32    // entries by key; sorted false once a key was added
 	sorted  bool
 }
 
 // outEntry is one key's count (its generation, and what the worker last wrote:
-// pub) and where its key is in shard.keys.
+// pub) and where its key is in shard.keys: 24 bytes.
 type outEntry struct {
-	off, len uint32
-	gen      uint32
-	n, pub   uint64
+	off    uint32 // of the key's length in shard.keys
+	gen    uint32
+	n, pub uint64
 }
 
 // key returns entry i's key, aliasing the shard's.
 func (sh *shard) key(i int) []byte {
-	e := &sh.ents[i]
-	return sh.keys[e.off : e.off+e.len]
+	b := sh.keys[sh.ents[i].off:]
+	n, w := binary.Uvarint(b)
+	return b[w : w+int(n)]
 }
 
 // find returns the entry of key (h is its keyHash), held or dropped, or -1.
@@ -68,7 +77,8 @@ func (sh *shard) holds(i int) bool { return i >= 0 && sh.ents[i].n > 0 }
 func (sh *shard) add(key string, i int, n uint64) {
 	if i < 0 {
 		i = len(sh.ents)
-		sh.ents = append(sh.ents, outEntry{off: uint32(len(sh.keys)), len: uint32(len(key))})
+		sh.ents = append(sh.ents, outEntry{off: uint32(len(sh.keys))})
+		sh.keys = binary.AppendUvarint(sh.keys, uint64(len(key)))
 		sh.keys = append(sh.keys, key...)
 		if 2*len(sh.ents) > len(sh.slots) {
 			sh.rehash(2 * len(sh.ents))
@@ -95,21 +105,33 @@ func (sh *shard) drop(i int) {
 	sh.dirty = true
 }
 
-// compact forgets the keys of dropped entries once they outnumber the others
-// (and a few): what the shard holds stays in proportion to its counts, and a
-// compaction's cost to the drops since the last.
+// compact forgets the keys of dropped entries once they are more than a
+// quarter of the held ones (and a few), in place: what the shard holds stays in
+// proportion to its counts, and a compaction's cost to the drops since the
+// last. The arrays keep their room unless the shard shrank to under a quarter
+// of a large one, when they are made again at twice its size.
 func (sh *shard) compact() {
-	if len(sh.ents)-sh.live <= sh.live+8 {
+	if len(sh.ents)-sh.live <= sh.live/4+8 {
 		return
 	}
-	ents, keys := make([]outEntry, 0, sh.live), make([]byte, 0, len(sh.keys))
-	for i, e := range sh.ents {
-		if e.n > 0 {
-			k := sh.key(i)
-			e.off = uint32(len(keys))
-			keys = append(keys, k...)
-			ents = append(ents, e)
+	ents, keys := sh.ents[:0], sh.keys[:0]
+	if c := cap(sh.ents); c > shardShrinkFrom && 4*sh.live < c {
+		n := max(2*sh.live, shardShrinkFrom/4)
+		ents, keys = make([]outEntry, 0, n), make([]byte, 0, n*len(sh.keys)/len(sh.ents))
+		sh.slots = nil
+	}
+	for i := range sh.ents {
+		e := sh.ents[i]
+		if e.n == 0 {
+			continue
 		}
+		// In place, keys moves toward its start: each entry's bytes are
+		// read (at e.off) before anything is written over them.
+		k := sh.keys[e.off:]
+		kn, w := binary.Uvarint(k)
+		e.off = uint32(len(keys))
+		keys = append(keys, k[:w+int(kn)]...)
+		ents = append(ents, e)
 	}
 	sh.ents, sh.keys = ents, keys
 	sh.order, sh.sorted = sh.order[:0], false
@@ -119,13 +141,23 @@ func (sh *shard) compact() {
 	sh.rehash(2 * len(sh.ents))
 }
 
-// rehash makes the hash table of at least n slots.
+// shardShrinkFrom is the room (entries) below which a shard never gives its
+// arrays back: a shard of a few keys that all go idle and come back keeps
+// them, rather than growing them again every interval.
+const shardShrinkFrom = 64
+
+// rehash makes the hash table of at least n slots, in the table's own array
+// while that is large enough (compact lets it go when the shard shrinks).
 func (sh *shard) rehash(n int) {
 	size := 8
 	for size < n {
 		size *= 2
 	}
-	sh.slots = make([]int32, size)
+	if size <= len(sh.slots) {
+		clear(sh.slots)
+	} else {
+		sh.slots = make([]int32, size)
+	}
 	for i := range sh.ents {
 		sh.insert(i)
 	}
@@ -177,7 +209,7 @@ func (sh *shard) trim(acks []ackLine) int {
 // appendTo writes the shard's outbox encoding (AppendOutbox's), keys sorted.
 func (sh *shard) appendTo(dst []byte, heartbeatMs int64) []byte {
 	if !sh.sorted {
-		sort.Slice(sh.order, func(a, b int) bool { return bytes.Compare(sh.key(int(sh.order[a])), sh.key(int(sh.order[b]))) < 0 })
+		slices.SortFunc(sh.order, func(a, b int32) int { return bytes.Compare(sh.key(int(a)), sh.key(int(b))) })
 		sh.sorted = true
 	}
 	dst = append(dst, "v1 "...)
