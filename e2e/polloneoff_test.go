@@ -59,7 +59,7 @@ func TestPollOneoffENOSYS(t *testing.T) {
 		{"1000 keys, all turning over, 400 1s intervals, aggregate worker", "worker", 1, 1000, 100, 400, flush1s, 10, 0},
 		{"1000 keys, 50% turning over, 400 1s intervals, aggregate envoy", "envoy", 1, 1000, 50, 400, flush1s, 10, 0},
 		{"3000 keys, all turning over, two hours of ticks, aggregate worker", "worker", 1, 3000, 100, 240, "", 10, 0},
-		{"300 keys, all turning over, two hours of ticks, aggregate envoy", "envoy", 1, 300, 100, 240, "", 10, 0},
+		{"1000 keys, all turning over, two hours of ticks, aggregate envoy", "envoy", 1, 1000, 100, 240, "", 10, 0},
 		{"64 KiB configuration, 2000 keys, aggregate envoy, 2 workers", "envoy", 2, 2000, 10, 6, pad(65000), 2, 0},
 	}
 	for _, tt := range tests {

@@ -12,18 +12,24 @@ package main
 // pays it, and WebAssembly memory never shrinks: the peak is what the VM costs
 // for the rest of its life.
 //
-// So while the live heap is small, the filter collects at a tick once the heap
-// reaches gcTarget(live), with runtime.GC: a full cycle, swept, after which the
-// heap in use is the live heap exactly. Over a small heap a cycle costs a fraction
-// of a millisecond. Once the target reaches Go's own floor, the runtime's pacing
-// takes over (it then starts cycles at twice the live heap, as the pacer would),
-// and the pacer only keeps its estimate: the heap in use at the first tick after
-// the runtime's cycle, an overestimate (garbage allocated since, objects not yet
-// swept), which errs on the side of fewer cycles.
+// So the filter collects at a tick once the heap reaches gcTarget(live), with
+// runtime.GC: a full cycle, swept, after which the heap in use is the live heap
+// exactly. The target is 1.5 × the live heap (at least gcMinHeadroom above it),
+// below the runtime's 2 ×, so the pacer also governs above Go's 4 MiB floor: at
+// 10 000 keys with keys turning over, the runtime's own pacing let a VM's memory
+// grow 12 % over two hours of ticks, the pacer's 5 % (bench/RESULTS.md). A cycle
+// costs about a millisecond per MiB of live heap, all in the tick that runs it
+// (the runtime's own cycles are not bound to one tick), so
+// above gcPacerMaxLive the pacer steps aside and leaves the heap to the runtime:
+// a tick stays short rather than memory tight. After a cycle the runtime ran
+// itself, the pacer's estimate is the heap in use at the first tick after it, an
+// overestimate (garbage allocated since, objects not yet swept), which errs on
+// the side of fewer cycles.
 
-// gcRuntimeFloor is the heap at which the runtime starts its first cycle at
-// GOGC=100 (runtime.defaultHeapMinimum).
-const gcRuntimeFloor = 4 << 20
+// gcPacerMaxLive is the largest live heap the pacer collects in a tick: about
+// 8 ms of marking and sweeping at the cost measured here, inside the 10 ms a tick
+// may take.
+const gcPacerMaxLive = 8 << 20
 
 // gcMinHeadroom is the least the heap may grow past the live heap between two
 // cycles: small, because a VM's garbage comes from ticks and calls, a few hundred
@@ -31,9 +37,9 @@ const gcRuntimeFloor = 4 << 20
 const gcMinHeadroom = 128 << 10
 
 // gcTarget is the heap at which a cycle is due for a live heap of live bytes:
-// twice the live heap, as GOGC=100 does, but at least gcMinHeadroom above it.
+// 1.5 × the live heap, but at least gcMinHeadroom above it.
 func gcTarget(live uint64) uint64 {
-	return live + max(live, gcMinHeadroom)
+	return live + max(live/2, gcMinHeadroom)
 }
 
 // gcPacer decides when a tick collects the heap (see the comment above).
@@ -50,15 +56,14 @@ type gcPacer struct {
 }
 
 // due reports whether the tick should collect, given the runtime's cycle count
-// and the heap in use now. The first observation and the first after a cycle the
+// and the heap in use now: never while the live heap is above gcPacerMaxLive. The first observation and the first after a cycle the
 // runtime ran itself take the heap in use as the live estimate.
 func (g *gcPacer) due(cycles, heapInUse uint64) bool {
 	if !g.known || cycles != g.cycles {
 		g.known, g.live, g.cycles = true, heapInUse, cycles
 		return false
 	}
-	target := gcTarget(g.live)
-	return target < gcRuntimeFloor && heapInUse >= target
+	return g.live <= gcPacerMaxLive && heapInUse >= gcTarget(g.live)
 }
 
 // record records the pacer's own cycle: cycles and live heap right after it.

@@ -9,8 +9,9 @@ func TestGCTarget(t *testing.T) {
 	}{
 		{"empty heap: the minimum headroom", 0, gcMinHeadroom},
 		{"small heap: live plus the minimum headroom", 100 << 10, 228 << 10},
-		{"a heap as large as the minimum headroom doubles", gcMinHeadroom, 2 * gcMinHeadroom},
-		{"a larger heap doubles", 1 << 20, 2 << 20},
+		{"a heap twice the minimum headroom grows by half", 2 * gcMinHeadroom, 3 * gcMinHeadroom},
+		{"a larger heap grows by half", 1 << 20, 3 << 19},
+		{"above the runtime's 4 MiB floor too", 6 << 20, 9 << 20},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -35,10 +36,10 @@ func TestGCPacer(t *testing.T) {
 		{"the first observation only takes the estimate", []step{
 			{cycles: 0, heap: 3 << 20, want: false},
 		}},
-		{"due once the heap reaches twice the live heap, not before", []step{
-			{cycles: 0, heap: 200 << 10},
-			{cycles: 0, heap: 399 << 10, want: false},
-			{cycles: 0, heap: 400 << 10, want: true},
+		{"due once the heap reaches 1.5 × the live heap, not before", []step{
+			{cycles: 0, heap: 400 << 10},
+			{cycles: 0, heap: 599 << 10, want: false},
+			{cycles: 0, heap: 600 << 10, want: true},
 		}},
 		{"a small live heap grows by the minimum headroom", []step{
 			{cycles: 0, heap: 50 << 10},
@@ -54,13 +55,28 @@ func TestGCPacer(t *testing.T) {
 		}},
 		{"a cycle the runtime ran re-takes the estimate", []step{
 			{cycles: 0, heap: 200 << 10},
-			{cycles: 1, heap: 300 << 10, want: false},
+			{cycles: 1, heap: 400 << 10, want: false},
 			{cycles: 1, heap: 599 << 10, want: false},
 			{cycles: 1, heap: 600 << 10, want: true},
 		}},
-		{"a live heap whose target reaches the runtime's floor is left to the runtime", []step{
-			{cycles: 0, heap: 2 << 20},
+		{"the pacer governs above the runtime's floor", []step{
+			{cycles: 0, heap: 4 << 20},
+			{cycles: 0, heap: 6<<20 - 1, want: false},
+			{cycles: 0, heap: 6 << 20, want: true},
+		}},
+		{"a live heap of gcPacerMaxLive is still collected", []step{
+			{cycles: 0, heap: gcPacerMaxLive},
+			{cycles: 0, heap: gcPacerMaxLive * 3 / 2, want: true},
+		}},
+		{"a live heap above gcPacerMaxLive is left to the runtime", []step{
+			{cycles: 0, heap: gcPacerMaxLive + 1},
 			{cycles: 0, heap: 64 << 20, want: false},
+		}},
+		{"the pacer comes back once the live heap falls below gcPacerMaxLive", []step{
+			{cycles: 0, heap: 16 << 20},
+			{cycles: 0, heap: 64 << 20, want: false},
+			{cycles: 1, heap: 2 << 20, want: false},
+			{cycles: 1, heap: 3 << 20, want: true},
 		}},
 	}
 	for _, tt := range tests {

@@ -110,8 +110,8 @@ func (p *pluginContext) OnPluginStart(int) types.OnPluginStartStatus {
 		return types.OnPluginStartStatusFailed
 	}
 	p.start(cfg)
-	// The first push sets the GC pacer's GOGC (gcpace.go) before any tick, and
-	// the reqcount.vm.* gauges from the start.
+	// The first push takes the GC pacer's first estimate (gcpace.go) before any
+	// tick, and sets the reqcount.vm.* gauges from the start.
 	p.pushMetrics()
 	if p.agg != nil {
 		proxywasm.LogInfof("reqcount: aggregate envoy: worker %s", p.agg.worker.ID)
