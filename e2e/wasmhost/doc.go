@@ -126,6 +126,12 @@
 //     start again) that finds shared data, metrics and queues as the others
 //     left them, and gets no answer meant for the old one. Host.Worker(i)
 //     is then the new instance; Host.Stats still counts the old ones.
+//   - Linear memory is reserved up to its maximum as address space and
+//     memory.grow only makes pages accessible (on Linux), as V8, Wasmtime
+//     and WAMR hold it: a grow never copies the memory, which wazero's
+//     default (a Go slice) does, milliseconds at a few MiB.
+//   - Config.TimeCallbacks times each guest call in wall time and in the
+//     worker thread's CPU time (Stats.GuestTime, Stats.GuestCPU).
 //   - Randomness: WASI random_get reads crypto/rand, different bytes for
 //     every VM, as Envoy's does. Config.RandomSeed makes it a deterministic
 //     stream, the same for every VM (wazero's fixed-seed case: a module
