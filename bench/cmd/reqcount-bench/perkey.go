@@ -92,6 +92,10 @@ type keyTurn struct {
 type perKey struct {
 	rows  []keyMemRow
 	turns []*keyTurn
+	// requestNs is the cost of one request (filter authority's median
+	// ns/request) in the same run, when the run measured it: the longest
+	// tick is also given in requests.
+	requestNs float64
 }
 
 // row returns the figure for (aggregate, role, keys), or nil.
@@ -464,12 +468,23 @@ func (p *perKey) tableRows(row func(...string)) {
 		row("longest tick, keys turning over", fmt.Sprintf("aggregate %s, %s keys, %d%% replaced per interval", t.aggregate, count(t.keys), keyTurnShare),
 			ms(time.Duration(c.Max))+" CPU",
 			fmt.Sprintf("longest proxy_on_tick of %d flush intervals (%d ticks each) in the worker thread's CPU time (median of the intervals' longest %s); wall time: longest %s, median %s; %d GC cycles in those intervals",
-				len(t.longestCPU), t.ticks, ms(medianDuration(t.longestCPU)), ms(time.Duration(s.Max)), ms(medianDuration(t.longest)), t.gcCycles))
+				len(t.longestCPU), t.ticks, ms(medianDuration(t.longestCPU)), ms(time.Duration(s.Max)), ms(medianDuration(t.longest)), t.gcCycles)+
+				p.inRequests(time.Duration(c.Max)))
 		row("memory over the long run, keys turning over", fmt.Sprintf("aggregate %s, %s keys", t.aggregate, count(t.keys)),
 			fmt.Sprintf("%s after the first interval, %s at the end", mib(uint64(t.memFirst)), mib(uint64(t.memLast))),
 			fmt.Sprintf("%d ticks (%v of ticks), %d%% of the keys replaced per interval; %d GC cycles (%.0f per hour of ticks); %d poll_oneoff calls to the host (ENOSYS, as Envoy 1.33-1.38); %d requests sent, %d reported",
 				t.longTicks, t.longSpan, keyTurnShare, t.longGC, float64(t.longGC)*float64(time.Hour)/float64(t.longSpan), t.polls.AtStart+t.polls.AfterStart, t.counted, t.sent))
 	}
+}
+
+// inRequests says what d costs in requests of the same run, or nothing when
+// the run did not time requests.
+func (p *perKey) inRequests(d time.Duration) string {
+	if p.requestNs <= 0 {
+		return ""
+	}
+	return fmt.Sprintf("; the longest tick costs what %s requests do (filter authority, %s ns each in this run)",
+		groupf(float64(d)/p.requestNs), groupf(p.requestNs))
 }
 
 // targets adds issue 17's targets.

@@ -216,6 +216,13 @@ func (r *results) markdown() report {
 		row("wake-up latency", fmt.Sprintf("filter authority, flush_interval %v", wakeupInterval), value, detail)
 	}
 	r.keda.tableRows(row)
+	if r.perKey != nil {
+		for _, v := range w.variants {
+			if v.name == "filter authority" {
+				r.perKey.requestNs = summarize(v.nsPerReq).Median
+			}
+		}
+	}
 	r.perKey.tableRows(row)
 	r.hold.tableRows(row)
 	for _, m := range r.model {
