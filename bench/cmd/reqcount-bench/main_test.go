@@ -295,9 +295,27 @@ func TestModelArithmetic(t *testing.T) {
 			}
 		})
 	}
-	sporadic := &modelRow{modelCase: modelCase{sporadic: true}, requests: 8, messages: 8, wakeups: 8}
+	sporadic := &modelRow{modelCase: modelCase{sporadic: true}, wakeAfter: 30 * time.Second, requests: 8, messages: 8, counted: 8, wakeups: 8}
 	if !sporadic.exact() || math.Abs(sporadic.perSidecar()-1/modelSporadicEvery.Seconds()) > 1e-12 {
 		t.Errorf("sporadic row: exact %v, per sidecar %v", sporadic.exact(), sporadic.perSidecar())
+	}
+	for _, tc := range []struct {
+		name              string
+		wakeAfter         time.Duration
+		messages, counted int
+		exact             bool
+	}{
+		{"wake-ups on: one message per request", 30 * time.Second, 8, 8, true},
+		{"wake-ups on: two requests in one message", 30 * time.Second, 7, 8, false},
+		{"wake-ups off: two requests in one message, each counted", 0, 7, 8, true},
+		{"wake-ups off: a count lost", 0, 7, 7, false},
+		{"wake-ups off: a count doubled", 0, 8, 9, false},
+		{"more messages than requests", 0, 9, 8, false},
+	} {
+		r := &modelRow{modelCase: modelCase{sporadic: true}, wakeAfter: tc.wakeAfter, requests: 8, messages: tc.messages, counted: tc.counted}
+		if got := r.exact(); got != tc.exact {
+			t.Errorf("sporadic, %s: exact() = %v, want %v", tc.name, got, tc.exact)
+		}
 	}
 }
 

@@ -346,7 +346,10 @@ func (r *results) markdown() report {
 	for _, m := range r.model {
 		rule := fmt.Sprintf("%d messages for %d keys over %d flush intervals: each key once per interval", m.messages, m.keys, modelIntervals)
 		if m.sporadic {
-			rule = fmt.Sprintf("%d messages for %d requests: one each", m.messages, m.requests)
+			rule = fmt.Sprintf("%d messages carrying %d counts for %d requests: each request counted once", m.messages, m.counted, m.requests)
+			if m.wakeAfter > 0 {
+				rule += ", in a message of its own (a wake-up)"
+			}
 		}
 		target(m.exact(), "model, %s: %s (a correctness check of the model run)", m.name, rule)
 	}
