@@ -72,7 +72,8 @@ type metrics struct {
 	uncounted  [key.NumReasons]counter
 	keys       proxywasm.MetricGauge
 	keysPushed int64
-	vm         vmStats // reqcount.vm.*: see vmstats.go
+	vm         vmStats  // reqcount.vm.*: see vmstats.go
+	bytes      memBytes // reqcount.vm.bytes.*: see membytes.go
 	// stats holds the flusher's stats during a push: a field, not a local,
 	// because counterSpecs' functions take its address, which would move a
 	// local to the heap on every tick.
@@ -81,8 +82,9 @@ type metrics struct {
 
 // define registers every metric with Envoy. The SDK panics when the host refuses a
 // metric; that becomes an error here, so a refusal fails the start instead of
-// crashing the VM.
-func (m *metrics) define() (err error) {
+// crashing the VM. slices is the ticks of a flush interval: the
+// reqcount.vm.bytes.* gauges are measured once per interval.
+func (m *metrics) define(slices int) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%v", r)
@@ -96,6 +98,7 @@ func (m *metrics) define() (err error) {
 		m.uncounted[r].id = proxywasm.DefineCounterMetric(metricUncounted + r.String())
 	}
 	m.keys = proxywasm.DefineGaugeMetric(metricKeys)
+	m.bytes.define(slices) // measured once per flush interval
 	return m.vm.define()
 }
 
@@ -120,4 +123,5 @@ func (p *pluginContext) pushMetrics() {
 		m.keysPushed = n
 	}
 	m.vm.push(p.draining) // the last push, at shutdown, takes the VM's share back out
+	m.bytes.push(p, p.draining)
 }

@@ -101,7 +101,7 @@ func (p *pluginContext) OnPluginStart(int) types.OnPluginStartStatus {
 		proxywasm.LogErrorf("reqcount: %v", err)
 		return types.OnPluginStartStatusFailed
 	}
-	if err := p.metrics.define(); err != nil {
+	if err := p.metrics.define(cfg.Slices()); err != nil {
 		proxywasm.LogErrorf("reqcount: cannot define metrics: %v", err)
 		return types.OnPluginStartStatusFailed
 	}

@@ -100,6 +100,9 @@ type nameSet struct {
 
 func (s *nameSet) len() int { return s.n }
 
+// bytes is the memory the set holds.
+func (s *nameSet) bytes() uint64 { return uint64(len(s.slots)) * 8 }
+
 func (s *nameSet) has(h uint64) bool {
 	if s.n == 0 {
 		return false

@@ -207,6 +207,14 @@ func Dashboard() (dashboard.Dashboard, error) {
 			query{"sum(reqcount_vm_memory_bytes) / sum(reqcount_vm_instances)", "memory, mean per VM"},
 			query{"sum(reqcount_vm_heap_bytes) / sum(reqcount_vm_instances)", "heap, mean per VM"},
 			query{"max(reqcount_vm_memory_bytes / reqcount_vm_instances)", "memory, largest proxy's mean per VM"})).
+		WithPanel(n.panel("VM memory by structure, per worker VM",
+			"Where a worker VM's memory goes, from the filter's own accounting once per flush interval: the table of keys, the authority memo, the per-service counter names, and with aggregate: envoy the outbox shards and the lease holder's merged table (its figure is one VM's in each proxy, spread over the mean). Mean per VM.",
+			"bytes", 16,
+			query{"sum(reqcount_vm_bytes_table) / sum(reqcount_vm_instances)", "table"},
+			query{"sum(reqcount_vm_bytes_memo) / sum(reqcount_vm_instances)", "memo"},
+			query{"sum(reqcount_vm_bytes_series) / sum(reqcount_vm_instances)", "series names"},
+			query{"sum(reqcount_vm_bytes_outbox) / sum(reqcount_vm_instances)", "outbox"},
+			query{"sum(reqcount_vm_bytes_merged) / sum(reqcount_vm_instances)", "merged (lease holder)"})).
 		WithPanel(n.panel("Worker VMs and GC cycles",
 			"Worker VMs running the filter, and the GC cycles they have run (running totals over the VMs that run; collected: the cycles the filter's GC pacer started).",
 			"short", 24,

@@ -1,5 +1,7 @@
 package table
 
+import "unsafe"
+
 // keyIndex finds a table slot (or a memo's value) by its key's hash: open addressing with linear
 // probing and backward-shift deletion (no tombstones, so a long life of keys
 // arriving and going idle never lengthens the probes), at most three quarters full. It
@@ -113,3 +115,6 @@ func (x *keyIndex) remove(hash uint32, s Slot) {
 	x.slots[hole] = indexSlot{}
 	x.n--
 }
+
+// bytes is the memory the index holds: its slots, used or not.
+func (x *keyIndex) bytes() uint64 { return uint64(cap(x.slots)) * uint64(unsafe.Sizeof(indexSlot{})) }

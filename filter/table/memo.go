@@ -1,5 +1,7 @@
 package table
 
+import "unsafe"
+
 // Memo remembers which entry a raw request value (an :authority exactly as sent)
 // was counted under, so that a value seen before is counted without parsing and
 // without a key. A Memo holds at most max values; when full it starts over, so its
@@ -83,3 +85,9 @@ func (m *Memo) Put(raw string, r Ref) {
 
 // Len returns the number of values remembered.
 func (m *Memo) Len() int { return len(m.vals) }
+
+// Bytes is the memory the memo holds, from its arrays' capacities: what the
+// filter's reqcount.vm.bytes.memo gauge reports.
+func (m *Memo) Bytes() uint64 {
+	return m.index.bytes() + uint64(cap(m.vals))*uint64(unsafe.Sizeof(memoVal{})) + uint64(cap(m.bytes))
+}

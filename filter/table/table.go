@@ -5,7 +5,10 @@
 // is not safe for concurrent use and needs no locks.
 package table
 
-import "github.com/reqcount/reqcount/filter/key"
+import (
+	"github.com/reqcount/reqcount/filter/key"
+	"unsafe"
+)
 
 // Entry is one key's counts.
 type Entry struct {
@@ -238,4 +241,17 @@ func (t *Table) Remove(s Slot) uint64 {
 	t.gens[s]++
 	t.free = append(t.free, s)
 	return held
+}
+
+// Bytes is the memory the table holds: its arrays by capacity (entries, slot
+// generations, the free list, the index) and the bytes of the keys it holds.
+// It visits every slot: the flush path calls it once per interval, not per
+// tick.
+func (t *Table) Bytes() uint64 {
+	n := uint64(cap(t.entries))*uint64(unsafe.Sizeof(Entry{})) + uint64(cap(t.gens))*4 +
+		uint64(cap(t.free))*uint64(unsafe.Sizeof(Slot(0))) + t.index.bytes()
+	for i := range t.entries {
+		n += uint64(len(t.entries[i].Key))
+	}
+	return n
 }
