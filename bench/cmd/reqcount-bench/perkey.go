@@ -63,6 +63,20 @@ type keyMemRow struct {
 	// and all the memory the Go runtime maps, this VM's share of the
 	// Envoy-wide gauges (wasmhost.Worker.Gauge).
 	heap, runtime int64
+	// structs is the guest's accounting by structure (the
+	// reqcount.vm.bytes.* gauges, measured once per flush interval), in the
+	// order of keyStructs.
+	structs [len(keyStructs)]int64
+}
+
+// keyStructs are the reqcount.vm.bytes.* gauges: the structures a key's bytes
+// go to, by the names the rows give them.
+var keyStructs = [...]struct{ name, gauge string }{
+	{"table", "reqcount.vm.bytes.table"},
+	{"memo", "reqcount.vm.bytes.memo"},
+	{"series", "reqcount.vm.bytes.series"},
+	{"outbox", "reqcount.vm.bytes.outbox"},
+	{"merged", "reqcount.vm.bytes.merged"},
 }
 
 // keyTurn is the turnover run of one mode.
@@ -87,6 +101,27 @@ type keyTurn struct {
 	counted, sent uint64
 	problem       string
 }
+
+// byStructure lists the structures' bytes, and the heap objects they do not
+// account for (the SDK's, the runtime's own, buffers of a tick), or "" when the
+// module has no such gauges.
+func (r *keyMemRow) byStructure() string {
+	var parts []string
+	var sum int64
+	for j, st := range keyStructs {
+		if n := r.structs[j]; n > 0 {
+			parts = append(parts, fmt.Sprintf("%s %s", st.name, kib(n)))
+			sum += n
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return strings.Join(parts, ", ") + fmt.Sprintf("; other heap objects %s", kib(r.heap-sum))
+}
+
+// kib formats n bytes in KiB.
+func kib(n int64) string { return fmt.Sprintf("%.0f KiB", float64(n)/1024) }
 
 // perKey is the whole measurement.
 type perKey struct {
@@ -321,6 +356,9 @@ func keyMemory(ctx context.Context, mod *wasmhost.Module, aggregate string, keys
 		w := k.h.Worker(i)
 		r := keyMemRow{aggregate: aggregate, role: role, keys: keys, mem: w.MemorySize(),
 			heap: w.Gauge("reqcount.vm.heap_bytes"), runtime: w.Gauge("reqcount.vm.memory_bytes")}
+		for j, st := range keyStructs {
+			r.structs[j] = w.Gauge(st.gauge)
+		}
 		rows = append(rows, r)
 	}
 	// A count merged after the holder collected its shard goes out in the
@@ -459,6 +497,9 @@ func (p *perKey) tableRows(row func(...string)) {
 		}
 		if r.heap > 0 {
 			detail += fmt.Sprintf("; guest accounting: Go heap objects %s, all Go runtime memory %s", mib(uint64(r.heap)), mib(uint64(r.runtime)))
+		}
+		if by := r.byStructure(); by != "" {
+			detail += "; by structure (reqcount.vm.bytes.*): " + by
 		}
 		row("linear memory per worker VM", fmt.Sprintf("aggregate %s, %s, %s active keys", r.aggregate, r.role, count(r.keys)), mib(uint64(r.mem)),
 			detail+"; every key with a request on every worker in each of two flush intervals, reported and answered")
