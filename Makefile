@@ -61,8 +61,8 @@ run-keda: build ## make run with reqcount-scaler, KEDA's external-push scaler, a
 run-envoy: build ## the same with a real Envoy (>= 1.33) on PATH
 	envoy/run-envoy.sh
 
-bench: ## benchmark the filter against floor plugins (about 3 minutes); rewrites bench/RESULTS.md
-	@echo "make bench: about 3 minutes on 2 cores; rewrites bench/RESULTS.md (everything above its Notes)"
+bench: ## benchmark the filter against floor plugins (about 4½ minutes); rewrites bench/RESULTS.md
+	@echo "make bench: about 4½ minutes on 2 cores; rewrites bench/RESULTS.md (everything above its Notes)"
 	$(GO) run ./bench/cmd/reqcount-bench
 
 oci: build ## pack build/filter.wasm as Istio's OCI image: build/oci/ (OCI layout), build/reqcount.oci.tar; prints the digests
