@@ -12,6 +12,7 @@ import (
 	"github.com/reqcount/reqcount/filter/config"
 	"github.com/reqcount/reqcount/filter/flush"
 	"github.com/reqcount/reqcount/filter/merge"
+	"github.com/reqcount/reqcount/filter/sizeof"
 	"github.com/reqcount/reqcount/filter/table"
 )
 
@@ -255,6 +256,15 @@ func (x *groupIndex) build(t *table.Table, groups int) {
 	}
 	copy(x.start[1:], x.start[:groups])
 	x.start[0] = 0
+}
+
+// bytes is the memory of the aggregator's structures (reqcount.vm.bytes.*):
+// the outbox, and the holder side (the merged table, what a collect made
+// available, the Leader's buffers).
+func (a *aggregator) bytes() (outbox, merged uint64) {
+	merged = a.merged.Bytes() + a.leader.Bytes() + sizeof.Slice(a.parts) + sizeof.Slice(a.next) + sizeof.Slice(a.last) +
+		sizeof.Slice(a.sending) + sizeof.Slice(a.filled) + sizeof.Slice(a.groups.slots) + sizeof.Slice(a.groups.start)
+	return a.worker.Bytes(), merged
 }
 
 // tick is the aggregate part of OnTick: publish this tick's outbox shard, then,

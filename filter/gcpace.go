@@ -17,11 +17,11 @@ package main
 // exactly. The target is 1.5 × the live heap (at least gcMinHeadroom above it),
 // below the runtime's 2 ×, so the pacer also governs above Go's 4 MiB floor: at
 // 10 000 keys with keys turning over, the runtime's own pacing let a VM's memory
-// grow 12 % over two hours of ticks, the pacer's 5 % (bench/RESULTS.md). A cycle
+// grow 12.5 % over an hour of ticks, the pacer 0–6 % (bench/RESULTS.md). A cycle
 // costs about a millisecond per MiB of live heap, all in the tick that runs it
-// (the runtime's own cycles are not bound to one tick), so
-// above gcPacerMaxLive the pacer steps aside and leaves the heap to the runtime:
-// a tick stays short rather than memory tight. After a cycle the runtime ran
+// (the runtime's own cycles are not bound to one tick), so above gcPacerMaxLive
+// the pacer steps aside and leaves the heap to the runtime: a tick stays short
+// rather than memory tight. After a cycle the runtime ran
 // itself, the pacer's estimate is the heap in use at the first tick after it, an
 // overestimate (garbage allocated since, objects not yet swept), which errs on
 // the side of fewer cycles.
@@ -56,8 +56,9 @@ type gcPacer struct {
 }
 
 // due reports whether the tick should collect, given the runtime's cycle count
-// and the heap in use now: never while the live heap is above gcPacerMaxLive. The first observation and the first after a cycle the
-// runtime ran itself take the heap in use as the live estimate.
+// and the heap in use now: never while the live heap is above gcPacerMaxLive.
+// The first observation and the first after a cycle the runtime ran itself
+// take the heap in use as the live estimate.
 func (g *gcPacer) due(cycles, heapInUse uint64) bool {
 	if !g.known || cycles != g.cycles {
 		g.known, g.live, g.cycles = true, heapInUse, cycles

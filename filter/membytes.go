@@ -1,10 +1,6 @@
 package main
 
-import (
-	"unsafe"
-
-	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm"
-)
+import "github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm"
 
 // The reqcount.vm.bytes.* gauges: where a worker VM's memory goes, by
 // structure, from the structures' own accounting (their arrays' capacities and
@@ -82,16 +78,8 @@ func (p *pluginContext) memUse() (use [numMemBytes]uint64) {
 		use[memMemo] = p.memo.Bytes()
 	}
 	use[memSeries] = p.series.defined.bytes()
-	if a := p.agg; a != nil {
-		use[memOutbox] = a.worker.Bytes()
-		use[memMerged] = a.merged.Bytes() + a.leader.Bytes() + capBytes(a.parts) + capBytes(a.next) +
-			capBytes(a.last) + capBytes(a.sending) + capBytes(a.filled) + capBytes(a.groups.slots) + capBytes(a.groups.start)
+	if p.agg != nil {
+		use[memOutbox], use[memMerged] = p.agg.bytes()
 	}
 	return use
-}
-
-// capBytes is the memory of s's array.
-func capBytes[E any](s []E) uint64 {
-	var e E
-	return uint64(cap(s)) * uint64(unsafe.Sizeof(e))
 }

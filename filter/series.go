@@ -4,6 +4,7 @@ import (
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm"
 
 	"github.com/reqcount/reqcount/filter/key"
+	"github.com/reqcount/reqcount/filter/sizeof"
 	"github.com/reqcount/reqcount/filter/table"
 )
 
@@ -101,7 +102,7 @@ type nameSet struct {
 func (s *nameSet) len() int { return s.n }
 
 // bytes is the memory the set holds.
-func (s *nameSet) bytes() uint64 { return uint64(len(s.slots)) * 8 }
+func (s *nameSet) bytes() uint64 { return sizeof.Slice(s.slots) }
 
 func (s *nameSet) has(h uint64) bool {
 	if s.n == 0 {

@@ -1,6 +1,6 @@
 package table
 
-import "unsafe"
+import "github.com/reqcount/reqcount/filter/sizeof"
 
 // keyIndex finds a table slot (or a memo's value) by its key's hash: open addressing with linear
 // probing and backward-shift deletion (no tombstones, so a long life of keys
@@ -117,4 +117,4 @@ func (x *keyIndex) remove(hash uint32, s Slot) {
 }
 
 // bytes is the memory the index holds: its slots, used or not.
-func (x *keyIndex) bytes() uint64 { return uint64(cap(x.slots)) * uint64(unsafe.Sizeof(indexSlot{})) }
+func (x *keyIndex) bytes() uint64 { return sizeof.Slice(x.slots) }

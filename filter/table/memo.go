@@ -1,6 +1,6 @@
 package table
 
-import "unsafe"
+import "github.com/reqcount/reqcount/filter/sizeof"
 
 // Memo remembers which entry a raw request value (an :authority exactly as sent)
 // was counted under, so that a value seen before is counted without parsing and
@@ -89,5 +89,5 @@ func (m *Memo) Len() int { return len(m.vals) }
 // Bytes is the memory the memo holds, from its arrays' capacities: what the
 // filter's reqcount.vm.bytes.memo gauge reports.
 func (m *Memo) Bytes() uint64 {
-	return m.index.bytes() + uint64(cap(m.vals))*uint64(unsafe.Sizeof(memoVal{})) + uint64(cap(m.bytes))
+	return m.index.bytes() + sizeof.Slice(m.vals) + sizeof.Slice(m.bytes)
 }

@@ -7,7 +7,7 @@ package table
 
 import (
 	"github.com/reqcount/reqcount/filter/key"
-	"unsafe"
+	"github.com/reqcount/reqcount/filter/sizeof"
 )
 
 // Entry is one key's counts.
@@ -248,8 +248,7 @@ func (t *Table) Remove(s Slot) uint64 {
 // It visits every slot: the flush path calls it once per interval, not per
 // tick.
 func (t *Table) Bytes() uint64 {
-	n := uint64(cap(t.entries))*uint64(unsafe.Sizeof(Entry{})) + uint64(cap(t.gens))*4 +
-		uint64(cap(t.free))*uint64(unsafe.Sizeof(Slot(0))) + t.index.bytes()
+	n := sizeof.Slice(t.entries) + sizeof.Slice(t.gens) + sizeof.Slice(t.free) + t.index.bytes()
 	for i := range t.entries {
 		n += uint64(len(t.entries[i].Key))
 	}
