@@ -33,10 +33,15 @@ import (
 //
 // proxytest numbers callouts by how many are unanswered, so an answer to an
 // older callout first would give the next call a live id: answers here come
-// newest first, after a random number of ticks.
+// newest first, after a random number of ticks. Seeds 1–20 per mode, or 1–N
+// with REQCOUNT_HOLDER_SEEDS=N.
 func TestHolderFlushRealTiming(t *testing.T) {
+	seeds := uint64(20)
+	if n, err := strconv.ParseUint(os.Getenv("REQCOUNT_HOLDER_SEEDS"), 10, 64); err == nil && n > 0 {
+		seeds = n
+	}
 	for _, mode := range []string{"single", "batch"} {
-		for seed := uint64(1); seed <= 20; seed++ {
+		for seed := uint64(1); seed <= seeds; seed++ {
 			t.Run(fmt.Sprintf("%s/seed %d", mode, seed), func(t *testing.T) { runHolder(t, mode, seed) })
 		}
 	}
